@@ -1,0 +1,451 @@
+//! Queues with SQS semantics in one SQLite file.
+//!
+//! What is modelled: named queues created with attributes; at-least-once
+//! delivery with visibility timeouts; receive counts; a new receipt handle
+//! per receive, older handles going stale (a delete with a stale handle
+//! succeeds without deleting, AWS's documented worst case); batches of at
+//! most ten entries and 1 MiB; per-entry errors; long polling; redrive to a
+//! dead-letter queue after `max_receives`; queue deletion, with
+//! `NonExistentQueue` for every call on a deleted queue and
+//! `QueueDeletedRecently` for 60 s after. Several processes may share the
+//! file: SQLite's locking serialises them. Times are wall-clock
+//! milliseconds, so visibility survives a process restart.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::core::retry::{BATCH_BYTES_MAX, BATCH_MAX};
+use crate::core::{Clock, EntryError, Queue, QueueError, QueueStats, Received};
+
+/// How long a deleted queue's name stays unusable, as on SQS.
+pub const DELETED_RECENTLY_MS: u64 = 60_000;
+/// Longest visibility timeout, as on SQS.
+pub const VISIBILITY_MAX_MS: u64 = 12 * 3600 * 1000;
+const POLL_MS: u64 = 25;
+
+/// A queue's attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Visibility timeout when a receive gives none.
+    pub visibility_ms: u64,
+    /// Move a message to `dead_letter` instead of delivering it once it has
+    /// been received this many times.
+    pub max_receives: Option<u32>,
+    /// The dead-letter queue's name.
+    pub dead_letter: Option<String>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            visibility_ms: 30_000,
+            max_receives: None,
+            dead_letter: None,
+        }
+    }
+}
+
+/// The shared database behind every queue of one data directory.
+pub struct SqliteQueues {
+    conn: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
+    notify: tokio::sync::Notify,
+}
+
+fn sql_err(e: rusqlite::Error) -> QueueError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            QueueError::Retryable {
+                code: "DatabaseBusy".into(),
+                message: e.to_string(),
+            }
+        }
+        other => QueueError::Permanent {
+            code: "SqliteError".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+PRAGMA busy_timeout=10000;
+CREATE TABLE IF NOT EXISTS queues(
+    name TEXT PRIMARY KEY,
+    visibility_ms INTEGER NOT NULL,
+    max_receives INTEGER,
+    dead_letter TEXT,
+    created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deleted_queues(name TEXT PRIMARY KEY, deleted_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages(
+    id INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    visible_ms INTEGER NOT NULL,
+    receives INTEGER NOT NULL DEFAULT 0,
+    sent_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages(queue, visible_ms);
+";
+
+impl SqliteQueues {
+    /// Open (creating) the queue database at `path`; `:memory:` for tests.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Arc<Self>, QueueError> {
+        let conn = Connection::open(path).map_err(sql_err)?;
+        conn.execute_batch(SCHEMA).map_err(sql_err)?;
+        Ok(Arc::new(Self {
+            conn: Mutex::new(conn),
+            clock,
+            notify: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// A handle on the queue called `name` with attributes `config`. The
+    /// queue itself is created by [`Queue::ensure`].
+    pub fn queue(self: &Arc<Self>, name: &str, config: QueueConfig) -> SqliteQueue {
+        SqliteQueue {
+            db: Arc::clone(self),
+            name: name.to_owned(),
+            config,
+        }
+    }
+
+    /// Delete a queue and everything in it (an operator's mistake, or a
+    /// test's fault). Its name is unusable for 60 s.
+    pub fn delete_queue(&self, name: &str) -> Result<(), QueueError> {
+        let now = self.clock.wall_ms();
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction().map_err(sql_err)?;
+        let removed = tx
+            .execute("DELETE FROM queues WHERE name=?1", [name])
+            .map_err(sql_err)?;
+        if removed == 0 {
+            return Err(missing(name));
+        }
+        tx.execute("DELETE FROM messages WHERE queue=?1", [name])
+            .map_err(sql_err)?;
+        tx.execute(
+            "INSERT INTO deleted_queues(name, deleted_ms) VALUES(?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET deleted_ms=excluded.deleted_ms",
+            params![name, now as i64],
+        )
+        .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)
+    }
+
+    /// Names of existing queues.
+    pub fn names(&self) -> Result<Vec<String>, QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        let mut stmt = conn.prepare("SELECT name FROM queues ORDER BY name").map_err(sql_err)?;
+        let names = stmt.query_map([], |r| r.get(0)).map_err(sql_err)?;
+        names.collect::<Result<Vec<String>, _>>().map_err(sql_err)
+    }
+}
+
+fn missing(name: &str) -> QueueError {
+    QueueError::Missing {
+        queue: name.to_owned(),
+        code: "AWS.SimpleQueueService.NonExistentQueue".into(),
+    }
+}
+
+fn entry_err(code: &str, message: String) -> EntryError {
+    EntryError {
+        code: code.into(),
+        message,
+        retryable: false,
+    }
+}
+
+fn check_batch<T>(entries: &[T]) -> Result<(), QueueError> {
+    if entries.is_empty() || entries.len() > BATCH_MAX {
+        return Err(QueueError::Permanent {
+            code: if entries.is_empty() {
+                "EmptyBatchRequest"
+            } else {
+                "TooManyEntriesInBatchRequest"
+            }
+            .into(),
+            message: format!("a batch holds 1 to {BATCH_MAX} entries, not {}", entries.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Parse a receipt handle `id:receives`.
+fn parse_handle(handle: &str) -> Option<(i64, i64)> {
+    let (id, n) = handle.split_once(':')?;
+    Some((id.parse().ok()?, n.parse().ok()?))
+}
+
+/// One named queue in a [`SqliteQueues`] database.
+pub struct SqliteQueue {
+    db: Arc<SqliteQueues>,
+    name: String,
+    config: QueueConfig,
+}
+
+/// A queue's stored attributes.
+struct Attrs {
+    max_receives: Option<u32>,
+    dead_letter: Option<String>,
+}
+
+impl SqliteQueue {
+    fn attrs(&self, conn: &Connection) -> Result<Attrs, QueueError> {
+        conn.prepare_cached("SELECT max_receives, dead_letter FROM queues WHERE name=?1")
+            .and_then(|mut s| {
+                s.query_row([&self.name], |r| {
+                    Ok(Attrs {
+                        max_receives: r.get::<_, Option<i64>>(0)?.map(|n| n as u32),
+                        dead_letter: r.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(sql_err)?
+            .ok_or_else(|| missing(&self.name))
+    }
+
+    fn try_receive(&self, max: usize, visibility_ms: u64) -> Result<Vec<Received>, QueueError> {
+        let now = self.db.clock.wall_ms() as i64;
+        let mut conn = self.db.conn.lock().expect("queue lock");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let attrs = self.attrs(&tx)?;
+        let mut out = Vec::with_capacity(max);
+        {
+            let mut select = tx
+                .prepare_cached("SELECT id, body, receives FROM messages WHERE queue=?1 AND visible_ms<=?2 ORDER BY visible_ms LIMIT ?3")
+                .map_err(sql_err)?;
+            let mut update = tx
+                .prepare_cached("UPDATE messages SET visible_ms=?2, receives=?3 WHERE id=?1")
+                .map_err(sql_err)?;
+            let mut redrive = tx
+                .prepare_cached("UPDATE messages SET queue=?2, visible_ms=?3 WHERE id=?1")
+                .map_err(sql_err)?;
+            let rows: Vec<(i64, String, i64)> = select
+                .query_map(params![self.name, now, max as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(sql_err)?
+                .collect::<Result<_, _>>()
+                .map_err(sql_err)?;
+            for (id, body, receives) in rows {
+                if let (Some(limit), Some(dlq)) = (attrs.max_receives, &attrs.dead_letter) {
+                    if receives >= i64::from(limit) {
+                        redrive.execute(params![id, dlq, now]).map_err(sql_err)?;
+                        continue;
+                    }
+                }
+                let receives = receives + 1;
+                update
+                    .execute(params![id, now + visibility_ms as i64, receives])
+                    .map_err(sql_err)?;
+                out.push(Received {
+                    body,
+                    handle: format!("{id}:{receives}"),
+                    message_id: id.to_string(),
+                    receive_count: receives as u32,
+                });
+            }
+        }
+        tx.commit().map_err(sql_err)?;
+        Ok(out)
+    }
+
+    /// Apply `op` to each handle's message if the handle is current.
+    /// `op` gets the message id; a stale handle is `Ok(false)`.
+    fn per_handle(
+        &self,
+        handles: &[String],
+        sql: &str,
+        stale_is_error: bool,
+        extra: i64,
+    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        check_batch(handles)?;
+        let mut conn = self.db.conn.lock().expect("queue lock");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        self.attrs(&tx)?;
+        let mut out = Vec::with_capacity(handles.len());
+        {
+            let mut stmt = tx.prepare_cached(sql).map_err(sql_err)?;
+            for handle in handles {
+                let Some((id, receives)) = parse_handle(handle) else {
+                    out.push(Err(entry_err(
+                        "ReceiptHandleIsInvalid",
+                        format!("{handle:?} is not a receipt handle"),
+                    )));
+                    continue;
+                };
+                let changed = stmt.execute(params![id, receives, self.name, extra]).map_err(sql_err)?;
+                if changed == 0 && stale_is_error {
+                    out.push(Err(entry_err(
+                        "MessageNotInflight",
+                        format!("{handle:?} is stale or its message is gone"),
+                    )));
+                } else {
+                    out.push(Ok(()));
+                }
+            }
+        }
+        tx.commit().map_err(sql_err)?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn ensure(&self) -> Result<(), QueueError> {
+        let now = self.db.clock.wall_ms();
+        let mut conn = self.db.conn.lock().expect("queue lock");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT 1 FROM queues WHERE name=?1", [&self.name], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        if exists.is_some() {
+            return Ok(());
+        }
+        let deleted: Option<i64> = tx
+            .query_row(
+                "SELECT deleted_ms FROM deleted_queues WHERE name=?1",
+                [&self.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err)?;
+        if let Some(deleted_ms) = deleted {
+            let ready_ms = deleted_ms as u64 + DELETED_RECENTLY_MS;
+            if now < ready_ms {
+                return Err(QueueError::DeletedRecently {
+                    queue: self.name.clone(),
+                    retry_after_ms: ready_ms - now,
+                    code: "AWS.SimpleQueueService.QueueDeletedRecently".into(),
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO queues(name, visibility_ms, max_receives, dead_letter, created_ms) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![
+                self.name,
+                self.config.visibility_ms as i64,
+                self.config.max_receives.map(i64::from),
+                self.config.dead_letter,
+                now as i64
+            ],
+        )
+        .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        check_batch(bodies)?;
+        let total: usize = bodies.iter().map(String::len).sum();
+        if total > BATCH_BYTES_MAX {
+            return Err(QueueError::Permanent {
+                code: "BatchRequestTooLong".into(),
+                message: format!("a batch holds at most {BATCH_BYTES_MAX} bytes, not {total}"),
+            });
+        }
+        let now = self.db.clock.wall_ms() as i64;
+        {
+            let mut conn = self.db.conn.lock().expect("queue lock");
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            self.attrs(&tx)?;
+            {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO messages(queue, body, visible_ms, sent_ms) VALUES(?1, ?2, ?3, ?3)")
+                    .map_err(sql_err)?;
+                for body in bodies {
+                    insert.execute(params![self.name, body, now]).map_err(sql_err)?;
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+        }
+        self.db.notify.notify_waiters();
+        Ok(bodies.iter().map(|_| Ok(())).collect())
+    }
+
+    async fn receive(&self, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Received>, QueueError> {
+        let max = max.clamp(1, BATCH_MAX);
+        let visibility_ms = visibility_ms.min(VISIBILITY_MAX_MS);
+        let clock = &self.db.clock;
+        let deadline = clock.mono_ms() + wait_ms;
+        loop {
+            let notified = self.db.notify.notified();
+            let got = self.try_receive(max, visibility_ms)?;
+            let now = clock.mono_ms();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            // Woken by a send in this process, or polling for other processes.
+            let nap = clock.sleep(POLL_MS.min(deadline - now));
+            tokio::select! {
+                biased;
+                _ = notified => {}
+                _ = nap => {}
+            }
+        }
+    }
+
+    async fn delete_batch(&self, handles: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        // A stale handle (the message was received again since) deletes
+        // nothing yet succeeds, as SQS documents it may.
+        self.per_handle(
+            handles,
+            "DELETE FROM messages WHERE id=?1 AND receives=?2 AND queue=?3 AND ?4=?4",
+            false,
+            0,
+        )
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        handles: &[String],
+        visibility_ms: u64,
+    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        let until = self.db.clock.wall_ms() + visibility_ms.min(VISIBILITY_MAX_MS);
+        self.per_handle(
+            handles,
+            "UPDATE messages SET visible_ms=?4 WHERE id=?1 AND receives=?2 AND queue=?3",
+            true,
+            until as i64,
+        )
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let now = self.db.clock.wall_ms() as i64;
+        let conn = self.db.conn.lock().expect("queue lock");
+        self.attrs(&conn)?;
+        let count = |sql: &str| -> Result<u64, QueueError> {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.query_row(params![self.name, now], |r| r.get::<_, i64>(0)))
+                .map(|n| n as u64)
+                .map_err(sql_err)
+        };
+        Ok(QueueStats {
+            visible: count("SELECT COUNT(*) FROM messages WHERE queue=?1 AND visible_ms<=?2")?,
+            in_flight: count("SELECT COUNT(*) FROM messages WHERE queue=?1 AND visible_ms>?2")?,
+        })
+    }
+}

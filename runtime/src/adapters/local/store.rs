@@ -1,0 +1,164 @@
+//! A directory as a blob store. Keys are relative paths; a create-only
+//! write goes to a temporary file, is synced, and is then hard-linked into
+//! place, which fails atomically if the key exists.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::core::{BlobStore, PutOutcome, StoreError};
+
+/// Blobs as files under a root directory.
+pub struct DirStore {
+    root: PathBuf,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Permanent {
+        code: format!("{:?}", e.kind()),
+        message: format!("{what} {}: {e}", path.display()),
+    }
+}
+
+impl DirStore {
+    /// A store rooted at `root` (created if absent).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| io_err("cannot create", &root, e))?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let valid = !key.is_empty()
+            && !key.starts_with('/')
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != ".." && !part.starts_with(".tmp-"));
+        if !valid {
+            return Err(StoreError::Permanent {
+                code: "InvalidKey".into(),
+                message: format!("{key:?} is not a valid blob key"),
+            });
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn put_sync(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+        let path = self.path(key)?;
+        if path.exists() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let dir = path.parent().expect("a key has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+        // Unique per process and call, so concurrent writers never share one.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        write().map_err(|e| io_err("cannot write", &tmp, e))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+                Ok(PutOutcome::Created)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(io_err("cannot link", &path, e)),
+        }
+    }
+
+    fn list_sync(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Walk only the directory the prefix names, not the whole store.
+        let start = match prefix.rfind('/') {
+            Some(pos) => self.root.join(&prefix[..pos]),
+            None => self.root.clone(),
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("cannot list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err("cannot list", &dir, e))?;
+                let path = entry.path();
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(&self.root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if rel.starts_with(prefix) {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl BlobStore for DirStore {
+    async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
+        self.put_sync(key, &bytes)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(key)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("cannot read", &path, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_sync(prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_only_writes_never_overwrite() {
+        let dir = std::env::temp_dir().join(format!("tally-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DirStore::open(&dir).unwrap();
+        assert_eq!(
+            store.put_if_absent("a/b.json", b"one".to_vec()).await.unwrap(),
+            PutOutcome::Created
+        );
+        assert_eq!(
+            store.put_if_absent("a/b.json", b"two".to_vec()).await.unwrap(),
+            PutOutcome::AlreadyExists
+        );
+        assert_eq!(store.get("a/b.json").await.unwrap().unwrap(), b"one");
+        assert_eq!(store.get("a/c.json").await.unwrap(), None);
+        store.put_if_absent("a/a.json", vec![]).await.unwrap();
+        store.put_if_absent("b.json", vec![]).await.unwrap();
+        assert_eq!(store.list("a/").await.unwrap(), vec!["a/a.json", "a/b.json"]);
+        assert_eq!(store.list("").await.unwrap().len(), 3);
+        assert!(store.get("../etc/passwd").await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

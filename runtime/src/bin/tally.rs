@@ -1,0 +1,5 @@
+//! The `tally` binary: see [`tally::cli`].
+
+fn main() -> std::process::ExitCode {
+    tally::cli::main()
+}

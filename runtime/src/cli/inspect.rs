@@ -1,0 +1,214 @@
+//! `tally status`, `tally report` and `tally export`, and the report
+//! printing and reconciliation they share with `tally run`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::cli::local::Local;
+use crate::cli::{DataArgs, ExportArgs, ReportArgs, UserError};
+use crate::core::manifest;
+use crate::core::reconciler::{self, KeyClass, RecordSink, Report, Verdict};
+use crate::core::{Policy, Queue, ResultMessage, Shutdown};
+use crate::results_db::ResultsDb;
+
+/// Collects the indices of missing keys (for resubmission).
+#[derive(Default)]
+pub struct MissingIndices(pub Vec<u64>);
+
+impl RecordSink for MissingIndices {
+    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
+    fn class(&mut self, index: u64, class: KeyClass, _: u32) {
+        if class == KeyClass::Missing {
+            self.0.push(index);
+        }
+    }
+}
+
+/// Feeds two sinks.
+struct Both<'a>(&'a mut dyn RecordSink, &'a mut dyn RecordSink);
+
+impl RecordSink for Both<'_> {
+    fn record(&mut self, r: &ResultMessage, body: &str, v: Verdict) {
+        self.0.record(r, body, v);
+        self.1.record(r, body, v);
+    }
+    fn class(&mut self, index: u64, class: KeyClass, runs: u32) {
+        self.0.class(index, class, runs);
+        self.1.class(index, class, runs);
+    }
+}
+
+fn never() -> Shutdown {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+/// Reconcile `sweep_id` and rebuild its rows of the results database.
+pub async fn reconcile_into_db(
+    local: &Local,
+    sweep_id: &str,
+    policy: Policy,
+    extra: &mut dyn RecordSink,
+) -> anyhow::Result<Report> {
+    let stop = never();
+    let manifest = manifest::load(&*local.store, &*local.clock, &stop, sweep_id)
+        .await?
+        .with_context(|| format!("sweep {sweep_id} has no manifest"))?;
+    let path = local.results_db();
+    let mut db = ResultsDb::create(&path, &manifest).with_context(|| format!("cannot build {}", path.display()))?;
+    let report = reconciler::reconcile(
+        &*local.store,
+        &*local.clock,
+        &stop,
+        policy,
+        sweep_id,
+        &mut Both(&mut db, extra),
+    )
+    .await?;
+    db.finish(&report)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(report)
+}
+
+/// Print a report as JSON or as a table.
+pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f64>) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).expect("a report serialises"));
+        return;
+    }
+    let row = |k: &str, v: String| println!("{k:<12} {v}");
+    row("sweep", report.sweep.clone());
+    row("submitted", report.submitted.to_string());
+    row("done", report.done.to_string());
+    row("failed", report.failed.to_string());
+    row("missing", report.missing.to_string());
+    row("conflicts", report.conflicts.to_string());
+    row(
+        "duplicates",
+        format!(
+            "{} ({} extra runs, {} redelivered copies)",
+            report.duplicates, report.duplicate_runs, report.redelivered
+        ),
+    );
+    row("phantoms", report.phantoms.to_string());
+    row("quarantined", report.quarantined.to_string());
+    row(
+        "resubmitted",
+        format!("{} jobs in {} rounds", report.resubmitted, report.rounds),
+    );
+    row("results", db.display().to_string());
+    if let Some(s) = elapsed_s {
+        row(
+            "elapsed",
+            format!("{s:.1} s ({:.0} jobs/s)", report.submitted as f64 / s.max(1e-9)),
+        );
+    }
+    let verdict = if report.is_complete() {
+        "complete: every job has exactly one result".to_owned()
+    } else {
+        format!(
+            "INCOMPLETE: {} missing, {} conflicts, {} phantoms, {} unreadable segments",
+            report.missing, report.conflicts, report.phantoms, report.unreadable
+        )
+    };
+    row("verdict", verdict);
+    if let Some((a, b)) = report.missing_ranges.first() {
+        row("first missing", format!("{a}..={b}"));
+    }
+}
+
+/// Pick the sweep: the one asked for, or the only one there is.
+async fn pick_sweep(local: &Local, asked: Option<String>) -> anyhow::Result<String> {
+    let ids = reconciler::sweep_ids(&*local.store, &*local.clock, &never()).await?;
+    match asked {
+        Some(id) if ids.contains(&id) => Ok(id),
+        Some(id) => Err(UserError::bad_input(format!(
+            "no sweep {id:?} in {}; it holds: {}",
+            local.dir.display(),
+            ids.join(", ")
+        ))),
+        None if ids.len() == 1 => Ok(ids[0].clone()),
+        None if ids.is_empty() => Err(UserError::bad_input(format!(
+            "{} holds no sweep yet",
+            local.dir.display()
+        ))),
+        None => Err(UserError::bad_input(format!(
+            "{} holds {} sweeps; choose one with --sweep ({})",
+            local.dir.display(),
+            ids.len(),
+            ids.join(", ")
+        ))),
+    }
+}
+
+/// `tally report`.
+pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    let local = Local::open(&args.data.data, false, false, 60_000).await?;
+    let id = pick_sweep(&local, args.sweep).await?;
+    let report = reconcile_into_db(&local, &id, Policy::Real, &mut reconciler::NoSink).await?;
+    print_report(&report, &local.results_db(), args.json, None);
+    Ok(if report.is_complete() { 0 } else { 1 })
+}
+
+/// `tally status`.
+pub async fn status(args: DataArgs) -> anyhow::Result<u8> {
+    let local = Local::open(&args.data, false, false, 60_000).await?;
+    let stop = never();
+    println!("data        {}", local.dir.display());
+    for q in [&local.jobs, &local.results, &local.jobs_dead] {
+        match q.stats().await {
+            Ok(s) => println!(
+                "queue       {:<18} {} waiting, {} in flight",
+                q.name(),
+                s.visible,
+                s.in_flight
+            ),
+            Err(e) => println!("queue       {:<18} {e}", q.name()),
+        }
+    }
+    let segments = local.store.list(crate::core::segment::PREFIX).await?.len();
+    println!("segments    {segments}");
+    for id in reconciler::sweep_ids(&*local.store, &*local.clock, &stop).await? {
+        let Some(m) = manifest::load(&*local.store, &*local.clock, &stop, &id).await? else {
+            continue;
+        };
+        use crate::core::submitter::SendLog;
+        let sent = local.log.sent(&id, 1).unwrap_or(0);
+        println!("sweep       {id}: {} jobs, {sent} sent", m.submitted);
+    }
+    Ok(0)
+}
+
+/// `tally export`.
+pub async fn export(args: ExportArgs) -> anyhow::Result<u8> {
+    let local = Local::open(&args.data.data, false, false, 60_000).await?;
+    let db = local.results_db();
+    if !db.exists() {
+        return Err(UserError::bad_input(format!(
+            "{} does not exist yet; run `tally report --data {}` to build it",
+            db.display(),
+            local.dir.display()
+        )));
+    }
+    let rows = match &args.out {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let rows = crate::results_db::export(&db, args.sweep.as_deref(), args.format, &mut w)?;
+            w.flush()?;
+            rows
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let rows = crate::results_db::export(&db, args.sweep.as_deref(), args.format, &mut w)?;
+            w.flush()?;
+            rows
+        }
+    };
+    tracing::info!(rows, "exported");
+    Ok(0)
+}

@@ -1,0 +1,122 @@
+//! The embedded backend of one data directory: its queues, store, ledger
+//! and results database, and the lock that keeps two runs apart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::adapters::local::{DirStore, QueueConfig, SqliteQueue, SqliteQueues, SqliteSendLog, SystemClock};
+use crate::cli::UserError;
+use crate::core::{BlobStore, Clock, Queue};
+
+/// Name of the work queue.
+pub const JOBS: &str = "tally-jobs";
+/// Name of the results queue.
+pub const RESULTS: &str = "tally-results";
+/// Name of the work queue's dead-letter queue.
+pub const JOBS_DEAD: &str = "tally-jobs-dead";
+/// Receives of a job before the queue itself dead-letters it. Workers
+/// record a job as given up after the sweep's `max_attempts` receives, well
+/// before this safety net.
+pub const REDRIVE_RECEIVES: u32 = 100;
+
+/// Everything in one data directory.
+pub struct Local {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Real time.
+    pub clock: Arc<dyn Clock>,
+    /// The queue database.
+    pub queues: Arc<SqliteQueues>,
+    /// The work queue.
+    pub jobs: Arc<SqliteQueue>,
+    /// The results queue.
+    pub results: Arc<SqliteQueue>,
+    /// The work queue's dead-letter queue.
+    pub jobs_dead: Arc<SqliteQueue>,
+    /// The blob store.
+    pub store: Arc<dyn BlobStore>,
+    /// The submitter's progress.
+    pub log: Arc<SqliteSendLog>,
+    _lock: Option<std::fs::File>,
+}
+
+impl Local {
+    /// Open `dir`, creating it when `create`; otherwise it must exist.
+    /// With `exclusive`, hold the directory's lock (one run at a time).
+    pub async fn open(dir: &Path, create: bool, exclusive: bool, visibility_ms: u64) -> anyhow::Result<Self> {
+        if !create && !dir.join("queues.sqlite").exists() {
+            return Err(UserError::bad_input(format!(
+                "{} holds no tally data; run `tally run SWEEP.toml --data {}` first",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let lock = if exclusive { Some(lock(dir)?) } else { None };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        let queues = SqliteQueues::open(&dir.join("queues.sqlite"), Arc::clone(&clock))
+            .context("cannot open the queue database")?;
+        let jobs = Arc::new(queues.queue(
+            JOBS,
+            QueueConfig {
+                visibility_ms,
+                max_receives: Some(REDRIVE_RECEIVES),
+                dead_letter: Some(JOBS_DEAD.into()),
+            },
+        ));
+        let results = Arc::new(queues.queue(
+            RESULTS,
+            QueueConfig {
+                visibility_ms,
+                ..QueueConfig::default()
+            },
+        ));
+        let jobs_dead = Arc::new(queues.queue(JOBS_DEAD, QueueConfig::default()));
+        if create {
+            for q in [&jobs_dead, &jobs, &results] {
+                q.ensure()
+                    .await
+                    .with_context(|| format!("cannot create queue {}", q.name()))?;
+            }
+        }
+        let store: Arc<dyn BlobStore> =
+            Arc::new(DirStore::open(dir.join("store")).context("cannot open the blob store")?);
+        let log = Arc::new(SqliteSendLog::open(&dir.join("ledger.sqlite")).context("cannot open the submit ledger")?);
+        Ok(Self {
+            dir: dir.to_owned(),
+            clock,
+            queues,
+            jobs,
+            results,
+            jobs_dead,
+            store,
+            log,
+            _lock: lock,
+        })
+    }
+
+    /// Where the final results database lives.
+    pub fn results_db(&self) -> PathBuf {
+        self.dir.join("results.sqlite")
+    }
+}
+
+fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(UserError::bad_input(format!(
+            "another tally process is using {}; wait for it or use another --data directory",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}

@@ -1,0 +1,185 @@
+//! The `tally` command line: argument parsing, the local backend's setup,
+//! and one module per command family.
+
+pub mod inspect;
+pub mod local;
+pub mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::core::Policy;
+use crate::results_db::Format;
+
+/// Exit code for bad input: a malformed sweep file, bad flags, no data.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code when interrupted by SIGINT or SIGTERM.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Run very large experiment sweeps with exactly-once-or-detected results.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a sweep on this machine from start to finish: submit, work,
+    /// aggregate, reconcile. Rerunning the same command resumes.
+    Run(RunArgs),
+    /// Show queue depths and sweep progress.
+    Status(DataArgs),
+    /// Reconcile and print the report; rebuilds the results database.
+    Report(ReportArgs),
+    /// Write the results database as CSV or JSON Lines.
+    Export(ExportArgs),
+}
+
+/// Where the embedded backend keeps its state.
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// Data directory of the embedded backend.
+    #[arg(long, default_value = "tally-data", env = "TALLY_DATA")]
+    pub data: PathBuf,
+}
+
+/// `tally run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The sweep file (TOML).
+    pub sweep: PathBuf,
+    /// Jobs run at the same time.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Visibility timeout of a held job, seconds (renewed while it runs).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43200))]
+    pub visibility_s: u64,
+    /// Resubmission rounds for jobs still missing once the queues drain.
+    #[arg(long, default_value_t = 3)]
+    pub resubmit_rounds: u32,
+    /// Print the final report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Protocol variant (the non-real ones are planted bugs for testing).
+    #[arg(long, value_enum, default_value_t = Policy::Real, hide = true)]
+    pub policy: Policy,
+}
+
+/// `tally report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The sweep (needed only when the data directory holds several).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Print JSON (the stable format) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tally export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// Only this sweep.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+/// A failure the user can act on, with the exit code to leave with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UserError {
+    /// One sentence: what is wrong and what to do.
+    pub message: String,
+    /// The process exit code.
+    pub code: u8,
+}
+
+impl UserError {
+    /// Bad input (exit code 2).
+    pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Self {
+            message: message.into(),
+            code: EXIT_BAD_INPUT,
+        })
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parse arguments, run the command, and turn any failure into one
+/// sentence on standard error and an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tally: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Status(args) => inspect::status(args).await,
+            Command::Report(args) => inspect::report(args).await,
+            Command::Export(args) => inspect::export(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.downcast_ref::<UserError>().map_or(1, |u| u.code);
+            eprintln!("tally: {}", one_line(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An error and its causes as one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}

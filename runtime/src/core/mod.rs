@@ -1,0 +1,41 @@
+//! The protocol core: keys, messages, the seams, and the four roles.
+//!
+//! Each role keeps its decisions (what to delete, extend, send or record) in
+//! plain functions or small state machines, and does the I/O in a thin async
+//! shell written against the traits in [`seams`].
+
+pub mod aggregator;
+pub mod manifest;
+pub mod message;
+pub mod policy;
+pub mod reconciler;
+pub mod retry;
+pub mod seams;
+pub mod segment;
+pub mod submitter;
+pub mod worker;
+
+pub use message::{JobMessage, ResultMessage, ResultStatus};
+pub use policy::Policy;
+pub use seams::{
+    BlobStore, Clock, EntryError, Experiment, JobSpec, Outcome, PutOutcome, Queue, QueueError, QueueStats, Received,
+    StoreError,
+};
+
+/// A shutdown signal handed to long-running roles. It resolves once the
+/// owner asks the role to stop; roles then finish or release what they hold.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+/// Wait until `shutdown` says stop (or its sender is gone).
+pub async fn stopped(shutdown: &mut Shutdown) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// True once a stop has been requested.
+pub fn is_stopping(shutdown: &Shutdown) -> bool {
+    *shutdown.borrow()
+}

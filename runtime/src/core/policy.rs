@@ -1,0 +1,73 @@
+//! Protocol policies. [`Policy::Real`] is tally's protocol; the others are
+//! deliberately broken variants ("mutants") that the simulator's checker
+//! must catch, proving it can fail.
+
+use serde::{Deserialize, Serialize};
+
+/// Which version of the protocol the roles follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// tally's protocol.
+    #[default]
+    Real,
+    /// The original flawed system: the worker deletes its job before the
+    /// result is delivered, and the aggregator deletes results before its
+    /// segment is stored.
+    Naive,
+    /// A queue call that finds its queue gone fails instead of recreating it.
+    NoRecreate,
+    /// The aggregator drops a second result for a key it has seen, so
+    /// duplicates and conflicts vanish from the report.
+    SilentDedupe,
+    /// The reconciler has no receipts ledger: it takes the set of submitted
+    /// jobs to be the set of keys it saw results for.
+    NoLedger,
+}
+
+impl Policy {
+    /// Every policy, real first.
+    pub const ALL: [Policy; 5] = [
+        Self::Real,
+        Self::Naive,
+        Self::NoRecreate,
+        Self::SilentDedupe,
+        Self::NoLedger,
+    ];
+
+    /// The worker deletes each job message as soon as it receives it.
+    pub fn worker_deletes_first(self) -> bool {
+        self == Self::Naive
+    }
+
+    /// The aggregator deletes result messages before storing their segment.
+    pub fn aggregator_deletes_first(self) -> bool {
+        self == Self::Naive
+    }
+
+    /// A missing queue is recreated with its attributes.
+    pub fn recreates_missing_queue(self) -> bool {
+        self != Self::NoRecreate
+    }
+
+    /// The aggregator keeps every record, duplicates included.
+    pub fn keeps_duplicates(self) -> bool {
+        self != Self::SilentDedupe
+    }
+
+    /// The reconciler reads the receipts ledger.
+    pub fn reads_ledger(self) -> bool {
+        self != Self::NoLedger
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Real => "real",
+            Self::Naive => "naive",
+            Self::NoRecreate => "no-recreate",
+            Self::SilentDedupe => "silent-dedupe",
+            Self::NoLedger => "no-ledger",
+        }
+    }
+}

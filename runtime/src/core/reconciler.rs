@@ -1,0 +1,416 @@
+//! The reconciler: merge the ledger and every segment, and classify every
+//! key of a sweep.
+//!
+//! Classes, per key `0..submitted`: `done` (one result, or several that
+//! agree, status ok), `failed` (agreeing results whose status is not ok),
+//! `conflict` (results whose payloads differ) and `missing` (no result).
+//! Besides: `duplicates` counts keys with more than one distinct run
+//! (payloads agree; collapsed to one row), `redelivered` counts copies of
+//! the same run delivered more than once (collapsed silently, since the
+//! experiment ran once), and `phantoms` counts results whose key was never
+//! submitted. Nothing here is lost: each class is counted and named.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::core::manifest::{self, Manifest};
+use crate::core::retry::{store_retrying, CallError};
+use crate::core::{segment, BlobStore, Clock, Policy, ResultMessage, ResultStatus, Shutdown};
+
+/// How many indices a report lists per class (the counts are exact).
+pub const LISTED_MAX: usize = 1000;
+
+/// The reconciliation report. Its JSON form is stable: fields may be
+/// added, never renamed or removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The sweep's id.
+    pub sweep: String,
+    /// Jobs submitted (the manifest's length).
+    pub submitted: u64,
+    /// Keys with an ok result (agreeing copies collapsed).
+    pub done: u64,
+    /// Keys whose result is a failure, timeout or give-up.
+    pub failed: u64,
+    /// Keys with no result.
+    pub missing: u64,
+    /// Keys with more than one run whose payloads agree.
+    pub duplicates: u64,
+    /// Runs beyond the first, over all duplicated keys.
+    pub duplicate_runs: u64,
+    /// Keys with runs whose payloads differ.
+    pub conflicts: u64,
+    /// Results for keys that were never submitted.
+    pub phantoms: u64,
+    /// Extra copies of one run delivered more than once.
+    pub redelivered: u64,
+    /// Messages held in quarantine (all queues, all sweeps).
+    pub quarantined: u64,
+    /// Resubmission rounds so far.
+    pub rounds: u32,
+    /// Jobs resent over all rounds.
+    pub resubmitted: u64,
+    /// Segments read.
+    pub segments: u64,
+    /// Segments that could not be read (named in `unreadable_segments`).
+    pub unreadable: u64,
+    /// Missing keys, as inclusive index ranges (at most [`LISTED_MAX`]).
+    pub missing_ranges: Vec<(u64, u64)>,
+    /// Conflicting keys (at most [`LISTED_MAX`]).
+    pub conflict_indices: Vec<u64>,
+    /// Failed keys (at most [`LISTED_MAX`]).
+    pub failed_indices: Vec<u64>,
+    /// Phantom keys (at most [`LISTED_MAX`]).
+    pub phantom_indices: Vec<u64>,
+    /// Segments that could not be read.
+    pub unreadable_segments: Vec<String>,
+}
+
+impl Report {
+    /// True when every submitted job has exactly one agreed final result
+    /// and nothing needs a person's attention.
+    pub fn is_complete(&self) -> bool {
+        self.missing == 0 && self.conflicts == 0 && self.phantoms == 0 && self.unreadable == 0
+    }
+}
+
+/// Per-key classification state, compact so millions of keys fit.
+#[derive(Clone, Copy, Default)]
+struct Key {
+    /// Hash of the first run id seen (0: none yet).
+    run: u64,
+    /// Payload hash of the result chosen so far.
+    payload: u64,
+    /// Distinct runs seen.
+    runs: u32,
+    status: Option<ResultStatus>,
+    conflict: bool,
+}
+
+/// What happened to one record, for the sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The first result for its key, or one that replaces a give-up: the
+    /// sink should store it as the key's row.
+    Chosen,
+    /// Another run or copy of a key that already has its row.
+    Extra,
+    /// A result for a key that was never submitted.
+    Phantom,
+}
+
+/// A key's final class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyClass {
+    /// One agreed ok result.
+    Done,
+    /// One agreed result that is a failure, timeout or give-up.
+    Failed,
+    /// Results that disagree.
+    Conflict,
+    /// No result.
+    Missing,
+}
+
+impl KeyClass {
+    /// The name used in reports and the results database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Conflict => "conflict",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+/// Receives records as they are classified, then every key's class (the
+/// results database, the simulator's checker).
+pub trait RecordSink {
+    /// One record, with its raw body and verdict.
+    fn record(&mut self, result: &ResultMessage, body: &str, verdict: Verdict);
+    /// The final class of key `index` and its number of distinct runs,
+    /// called once per submitted key, in index order.
+    fn class(&mut self, index: u64, class: KeyClass, runs: u32);
+}
+
+/// A sink that keeps nothing.
+pub struct NoSink;
+
+impl RecordSink for NoSink {
+    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
+    fn class(&mut self, _: u64, _: KeyClass, _: u32) {}
+}
+
+/// The classification in progress. Feed it records, then [`Classifier::finish`].
+pub struct Classifier {
+    submitted: u64,
+    keys: Vec<Key>,
+    /// Run-id hashes of keys seen with more than one distinct run.
+    extra_runs: BTreeMap<u64, Vec<u64>>,
+    report: Report,
+}
+
+impl Classifier {
+    /// A classifier for a sweep of `submitted` jobs.
+    pub fn new(sweep: &str, submitted: u64) -> Self {
+        Self {
+            submitted,
+            keys: vec![Key::default(); submitted as usize],
+            extra_runs: BTreeMap::new(),
+            report: Report {
+                sweep: sweep.to_owned(),
+                submitted,
+                ..Report::default()
+            },
+        }
+    }
+
+    /// Classify one record of this sweep.
+    pub fn add(&mut self, result: &ResultMessage) -> Verdict {
+        if result.index >= self.submitted {
+            self.report.phantoms += 1;
+            if self.report.phantom_indices.len() < LISTED_MAX {
+                self.report.phantom_indices.push(result.index);
+            }
+            return Verdict::Phantom;
+        }
+        let run = xxhash_rust::xxh3::xxh3_64(result.run_id.as_bytes()) | 1;
+        let payload = result.payload_hash();
+        let status = result.outcome.status;
+        let key = &mut self.keys[result.index as usize];
+        if key.runs == 0 {
+            *key = Key {
+                run,
+                payload,
+                runs: 1,
+                status: Some(status),
+                conflict: false,
+            };
+            return Verdict::Chosen;
+        }
+        let seen = if key.run == run {
+            true
+        } else {
+            let runs = self.extra_runs.entry(result.index).or_default();
+            let seen = runs.contains(&run);
+            if !seen {
+                runs.push(run);
+            }
+            seen
+        };
+        if seen {
+            self.report.redelivered += 1;
+            return Verdict::Extra;
+        }
+        key.runs += 1;
+        // A give-up says only that workers kept dying; a real result wins.
+        let was_gave_up = key.status == Some(ResultStatus::GaveUp);
+        if was_gave_up && status != ResultStatus::GaveUp {
+            key.payload = payload;
+            key.status = Some(status);
+            return Verdict::Chosen;
+        }
+        if status != ResultStatus::GaveUp && payload != key.payload {
+            key.conflict = true;
+        }
+        Verdict::Extra
+    }
+
+    /// Finish: count every key's class. Without the ledger (the
+    /// `no-ledger` mutant), keys with no result are not known to exist.
+    pub fn finish(mut self, policy: Policy, sink: &mut dyn RecordSink) -> Report {
+        let r = &mut self.report;
+        let mut missing: Vec<u64> = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let i = i as u64;
+            let class = match (key.runs, key.status) {
+                (0, _) | (_, None) => {
+                    r.missing += 1;
+                    if missing.len() < LISTED_MAX * 4 {
+                        missing.push(i);
+                    }
+                    KeyClass::Missing
+                }
+                _ if key.conflict => {
+                    r.conflicts += 1;
+                    push_capped(&mut r.conflict_indices, i);
+                    KeyClass::Conflict
+                }
+                (_, Some(ResultStatus::Ok)) => {
+                    r.done += 1;
+                    KeyClass::Done
+                }
+                (_, Some(_)) => {
+                    r.failed += 1;
+                    push_capped(&mut r.failed_indices, i);
+                    KeyClass::Failed
+                }
+            };
+            if class != KeyClass::Missing || policy.reads_ledger() {
+                sink.class(i, class, key.runs);
+            }
+            if key.runs > 1 && !key.conflict {
+                r.duplicates += 1;
+                r.duplicate_runs += u64::from(key.runs - 1);
+            }
+        }
+        r.missing_ranges = manifest::to_ranges(&missing);
+        r.missing_ranges.truncate(LISTED_MAX);
+        if !policy.reads_ledger() {
+            r.submitted -= r.missing;
+            r.missing = 0;
+            r.missing_ranges.clear();
+        }
+        self.report
+    }
+}
+
+fn push_capped(v: &mut Vec<u64>, i: u64) {
+    if v.len() < LISTED_MAX {
+        v.push(i);
+    }
+}
+
+/// Reconcile one sweep: read its manifest, rounds and every segment,
+/// classify every key, and pass every record to `sink`.
+pub async fn reconcile(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+    policy: Policy,
+    sweep_id: &str,
+    sink: &mut dyn RecordSink,
+) -> Result<Report, CallError> {
+    let manifest: Manifest = manifest::load(store, clock, shutdown, sweep_id).await?.ok_or_else(|| {
+        CallError::Store(crate::core::StoreError::Permanent {
+            code: "NoManifest".into(),
+            message: format!("no manifest for sweep {sweep_id:?}"),
+        })
+    })?;
+    let mut classifier = Classifier::new(sweep_id, manifest.submitted);
+    let keys = store_retrying(clock, shutdown, || store.list(segment::PREFIX)).await?;
+    let mut unreadable = Vec::new();
+    for key in &keys {
+        let Some(bytes) = store_retrying(clock, shutdown, || store.get(key)).await? else {
+            continue;
+        };
+        let records = match segment::decode(&bytes) {
+            Ok((_, records)) => records,
+            Err(reason) => {
+                warn!(segment = %key, reason, "unreadable segment");
+                unreadable.push(key.clone());
+                continue;
+            }
+        };
+        for body in records {
+            // Records were validated when aggregated; a record that no
+            // longer parses means the segment is damaged.
+            let Ok(result) = ResultMessage::decode(body) else {
+                unreadable.push(key.clone());
+                break;
+            };
+            if result.sweep == sweep_id {
+                let verdict = classifier.add(&result);
+                sink.record(&result, body, verdict);
+            }
+        }
+    }
+    let rounds = manifest::load_rounds(store, clock, shutdown, sweep_id).await?;
+    let quarantined = store_retrying(clock, shutdown, || store.list("quarantine/"))
+        .await?
+        .len() as u64;
+    let mut report = classifier.finish(policy, sink);
+    report.segments = keys.len() as u64;
+    unreadable.dedup();
+    report.unreadable = unreadable.len() as u64;
+    report.unreadable_segments = unreadable;
+    report.rounds = rounds.len() as u32;
+    report.resubmitted = rounds
+        .iter()
+        .map(|r| r.ranges.iter().map(|(a, b)| b - a + 1).sum::<u64>())
+        .sum();
+    report.quarantined = quarantined;
+    Ok(report)
+}
+
+/// Every sweep id that has a manifest in the store, in key order.
+pub async fn sweep_ids(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+) -> Result<Vec<String>, CallError> {
+    let keys = store_retrying(clock, shutdown, || store.list("sweeps/")).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("sweeps/")?.strip_suffix("/manifest.json"))
+        .map(str::to_owned)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::message::FORMAT_VERSION;
+    use crate::core::Outcome;
+
+    fn result(index: u64, run_id: &str, status: ResultStatus, score: f64) -> ResultMessage {
+        ResultMessage {
+            tally: FORMAT_VERSION,
+            sweep: "s".into(),
+            index,
+            attempt: 1,
+            receive_count: 1,
+            run_id: run_id.into(),
+            worker: "w".into(),
+            started_ms: 0,
+            duration_ms: 0,
+            outcome: Outcome {
+                status,
+                exit_code: Some(0),
+                metrics: serde_json::json!({ "score": score }).as_object().cloned(),
+                stdout: None,
+                stderr_tail: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn every_key_gets_exactly_one_class() {
+        let mut c = Classifier::new("s", 6);
+        assert_eq!(c.add(&result(0, "a", ResultStatus::Ok, 1.0)), Verdict::Chosen);
+        // Key 1: the same run delivered twice, then a second agreeing run.
+        c.add(&result(1, "b", ResultStatus::Ok, 2.0));
+        assert_eq!(c.add(&result(1, "b", ResultStatus::Ok, 2.0)), Verdict::Extra);
+        c.add(&result(1, "c", ResultStatus::Ok, 2.0));
+        // Key 2: two runs that disagree.
+        c.add(&result(2, "d", ResultStatus::Ok, 3.0));
+        c.add(&result(2, "e", ResultStatus::Ok, 3.5));
+        // Key 3: failed. Key 4: gave up, then a real result replaces it.
+        c.add(&result(3, "f", ResultStatus::Failed, 0.0));
+        c.add(&result(4, "g", ResultStatus::GaveUp, 0.0));
+        assert_eq!(c.add(&result(4, "h", ResultStatus::Ok, 4.0)), Verdict::Chosen);
+        // Key 5: missing. Key 9: phantom.
+        assert_eq!(c.add(&result(9, "i", ResultStatus::Ok, 0.0)), Verdict::Phantom);
+        let r = c.finish(Policy::Real, &mut NoSink);
+        assert_eq!((r.done, r.failed, r.conflicts, r.missing), (3, 1, 1, 1));
+        assert_eq!(r.done + r.failed + r.conflicts + r.missing, r.submitted);
+        assert_eq!(
+            (r.duplicates, r.duplicate_runs, r.redelivered, r.phantoms),
+            (2, 2, 1, 1)
+        );
+        assert_eq!(r.missing_ranges, vec![(5, 5)]);
+        assert_eq!(r.conflict_indices, vec![2]);
+        assert!(!r.is_complete());
+    }
+
+    #[test]
+    fn without_the_ledger_missing_keys_vanish() {
+        let mut c = Classifier::new("s", 3);
+        c.add(&result(0, "a", ResultStatus::Ok, 1.0));
+        let r = c.finish(Policy::NoLedger, &mut NoSink);
+        assert_eq!((r.submitted, r.missing), (1, 0));
+    }
+}

@@ -1,0 +1,247 @@
+//! Resilient queue and store calls: retry what is transient, recreate a
+//! missing queue, wait out "deleted recently", and retry only the entries of
+//! a batch that failed.
+
+use tracing::{debug, warn};
+
+use crate::core::{BlobStore, Clock, EntryError, Policy, PutOutcome, Queue, QueueError, Shutdown, StoreError};
+
+/// Most entries in one queue batch call, as on SQS.
+pub const BATCH_MAX: usize = 10;
+/// Most bytes in one batch call (and one message), as on SQS since 2025.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+const BACKOFF_MIN_MS: u64 = 50;
+const BACKOFF_MAX_MS: u64 = 5_000;
+
+/// Why a resilient call gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The queue refused for a reason retrying cannot fix.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The store refused for a reason retrying cannot fix.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Some entries of a batch failed permanently.
+    #[error("{count} batch entries failed permanently; first: {first}")]
+    Entries {
+        /// How many entries failed.
+        count: usize,
+        /// The first failure.
+        first: EntryError,
+    },
+    /// A stop was requested while the call was waiting to retry.
+    #[error("stopped while retrying")]
+    Stopped,
+}
+
+/// Queue calls with tally's recovery rules applied.
+pub struct Calls<'a> {
+    /// The queue.
+    pub queue: &'a dyn Queue,
+    /// Time for backoff.
+    pub clock: &'a dyn Clock,
+    /// Which recovery rules apply.
+    pub policy: Policy,
+    /// Retrying stops when this says stop.
+    pub shutdown: &'a Shutdown,
+}
+
+impl Calls<'_> {
+    /// Run `op` until it succeeds, recreating the queue when it is missing
+    /// and backing off on transient errors.
+    pub async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, QueueError>>,
+    {
+        let mut backoff_ms = BACKOFF_MIN_MS;
+        loop {
+            let err = match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let wait_ms = match &err {
+                QueueError::Missing { queue, .. } if self.policy.recreates_missing_queue() => {
+                    warn!(queue = %queue, "queue is missing; recreating it");
+                    match self.queue.ensure().await {
+                        Ok(()) => 0,
+                        Err(QueueError::DeletedRecently { retry_after_ms, .. }) => retry_after_ms.max(BACKOFF_MIN_MS),
+                        Err(QueueError::Permanent { .. }) => return Err(err.into()),
+                        Err(_) => backoff_ms,
+                    }
+                }
+                QueueError::Missing { .. } | QueueError::Permanent { .. } => return Err(err.into()),
+                QueueError::DeletedRecently { retry_after_ms, .. } => (*retry_after_ms).max(BACKOFF_MIN_MS),
+                QueueError::Retryable { code, .. } => {
+                    debug!(queue = self.queue.name(), code = %code, backoff_ms, "transient queue error");
+                    backoff_ms
+                }
+            };
+            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+            self.pause(wait_ms).await?;
+        }
+    }
+
+    async fn pause(&self, wait_ms: u64) -> Result<(), CallError> {
+        if crate::core::is_stopping(self.shutdown) {
+            return Err(CallError::Stopped);
+        }
+        if wait_ms > 0 {
+            self.clock.sleep(wait_ms).await;
+        }
+        Ok(())
+    }
+
+    /// Send every body, in batches of at most ten and 1 MiB, retrying only
+    /// the entries that failed transiently.
+    pub async fn send_all(&self, bodies: &[String]) -> Result<(), CallError> {
+        for chunk in chunks_by_limits(bodies) {
+            let mut pending: Vec<String> = chunk.to_vec();
+            let mut backoff_ms = BACKOFF_MIN_MS;
+            while !pending.is_empty() {
+                let statuses = self.call(|| self.queue.send_batch(&pending)).await?;
+                pending = retry_entries(pending, statuses)?;
+                if !pending.is_empty() {
+                    self.pause(backoff_ms).await?;
+                    backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete by receipt handle. Returns how many entries the queue refused
+    /// (for example a stale handle): those messages will be delivered again,
+    /// which makes a duplicate that reconciliation detects.
+    pub async fn delete_all(&self, handles: &[String]) -> Result<usize, CallError> {
+        self.per_handle(handles, None).await
+    }
+
+    /// Change visibility by receipt handle; returns how many entries the
+    /// queue refused.
+    pub async fn change_visibility_all(&self, handles: &[String], visibility_ms: u64) -> Result<usize, CallError> {
+        self.per_handle(handles, Some(visibility_ms)).await
+    }
+
+    /// Delete (`visibility_ms` is `None`) or change visibility, per handle.
+    async fn per_handle(&self, handles: &[String], visibility_ms: Option<u64>) -> Result<usize, CallError> {
+        let mut refused = 0;
+        for chunk in handles.chunks(BATCH_MAX) {
+            let mut pending: Vec<String> = chunk.to_vec();
+            let mut backoff_ms = BACKOFF_MIN_MS;
+            while !pending.is_empty() {
+                let statuses = match visibility_ms {
+                    None => self.call(|| self.queue.delete_batch(&pending)).await?,
+                    Some(ms) => self.call(|| self.queue.change_visibility_batch(&pending, ms)).await?,
+                };
+                let mut retry = Vec::new();
+                for (handle, status) in pending.into_iter().zip(statuses) {
+                    match status {
+                        Ok(()) => {}
+                        Err(e) if e.retryable => retry.push(handle),
+                        Err(e) => {
+                            debug!(queue = self.queue.name(), error = %e, "entry refused");
+                            refused += 1;
+                        }
+                    }
+                }
+                pending = retry;
+                if !pending.is_empty() {
+                    self.pause(backoff_ms).await?;
+                    backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+                }
+            }
+        }
+        Ok(refused)
+    }
+}
+
+fn retry_entries(pending: Vec<String>, statuses: Vec<Result<(), EntryError>>) -> Result<Vec<String>, CallError> {
+    let mut retry = Vec::new();
+    let mut permanent: Vec<EntryError> = Vec::new();
+    for (body, status) in pending.into_iter().zip(statuses) {
+        match status {
+            Ok(()) => {}
+            Err(e) if e.retryable => retry.push(body),
+            Err(e) => permanent.push(e),
+        }
+    }
+    let count = permanent.len();
+    match permanent.into_iter().next() {
+        None => Ok(retry),
+        Some(first) => Err(CallError::Entries { count, first }),
+    }
+}
+
+/// Split bodies into batches that respect both the entry and byte limits.
+pub fn chunks_by_limits(bodies: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, body) in bodies.iter().enumerate() {
+        let full = i - start == BATCH_MAX || (i > start && bytes + body.len() > BATCH_BYTES_MAX);
+        if full {
+            out.push(&bodies[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
+
+/// Store calls with retries on transient errors.
+pub async fn put_if_absent_retrying(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+    key: &str,
+    bytes: &[u8],
+) -> Result<PutOutcome, CallError> {
+    store_retrying(clock, shutdown, || store.put_if_absent(key, bytes.to_vec())).await
+}
+
+/// Run a store call until it succeeds or fails permanently.
+pub async fn store_retrying<T, F, Fut>(clock: &dyn Clock, shutdown: &Shutdown, mut op: F) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff_ms = BACKOFF_MIN_MS;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(err @ StoreError::Permanent { .. }) => return Err(err.into()),
+            Err(StoreError::Retryable { code, .. }) => {
+                debug!(code = %code, backoff_ms, "transient store error");
+            }
+        }
+        if crate::core::is_stopping(shutdown) {
+            return Err(CallError::Stopped);
+        }
+        clock.sleep(backoff_ms).await;
+        backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_entry_and_byte_limits() {
+        let small: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+        let sizes: Vec<usize> = chunks_by_limits(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+
+        let big: Vec<String> = (0..5).map(|_| "x".repeat(400 * 1024)).collect();
+        let sizes: Vec<usize> = chunks_by_limits(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert!(chunks_by_limits(&[]).is_empty());
+    }
+}

@@ -1,0 +1,245 @@
+//! The experiments tally can run: an external command, executed directly
+//! (never through a shell, so parameter values cannot inject commands), and
+//! a built-in deterministic function used by tests, benchmarks and the
+//! simulator.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::core::{Clock, Experiment, JobSpec, Outcome, ResultStatus};
+use crate::sweep::{render, Sweep};
+
+/// Most bytes of standard output kept when it is not JSON.
+pub const STDOUT_MAX: usize = 64 * 1024;
+/// Bytes of standard error kept (the tail).
+pub const STDERR_TAIL: usize = 4 * 1024;
+
+/// Build the experiment a sweep asks for. `base_dir` anchors a relative
+/// `workdir` (the sweep file's directory for `tally run`).
+pub fn from_sweep(sweep: &Sweep, base_dir: PathBuf, clock: Arc<dyn Clock>) -> Arc<dyn Experiment> {
+    match &sweep.experiment.command {
+        Some(argv) => {
+            let workdir = match &sweep.experiment.workdir {
+                Some(w) => base_dir.join(w),
+                None => base_dir,
+            };
+            Arc::new(Command {
+                argv: argv.clone(),
+                workdir,
+                timeout_s: sweep.timeout_s,
+            })
+        }
+        None => Arc::new(Synthetic {
+            clock,
+            sleep_ms: sweep.experiment.sleep_ms,
+            fail_every: sweep.experiment.fail_every,
+        }),
+    }
+}
+
+/// Interpret what a program printed: a JSON object on standard output (or on
+/// its last non-empty line) becomes metrics; anything else is kept raw.
+pub fn parse_stdout(stdout: &str) -> (Option<serde_json::Map<String, serde_json::Value>>, Option<String>) {
+    let as_object = |s: &str| match serde_json::from_str::<serde_json::Value>(s.trim()) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    if let Some(map) = as_object(stdout) {
+        return (Some(map), None);
+    }
+    if let Some(map) = stdout.lines().rev().find(|l| !l.trim().is_empty()).and_then(as_object) {
+        return (Some(map), None);
+    }
+    if stdout.is_empty() {
+        return (None, None);
+    }
+    (None, Some(stdout.to_owned()))
+}
+
+/// An external program, one process per job.
+pub struct Command {
+    /// Program and argument templates.
+    pub argv: Vec<String>,
+    /// Where the program runs.
+    pub workdir: PathBuf,
+    /// Kill the program after this many seconds.
+    pub timeout_s: u64,
+}
+
+impl Command {
+    fn render_argv(&self, job: &JobSpec) -> Result<Vec<String>, String> {
+        self.argv
+            .iter()
+            .map(|t| {
+                render(t, |name| match name {
+                    "index" => Some(job.index.to_string()),
+                    "run" => Some(job.run.to_string()),
+                    "sweep" => Some(job.sweep.clone()),
+                    _ => job.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_arg()),
+                })
+            })
+            .collect()
+    }
+}
+
+fn failed(message: String) -> Outcome {
+    Outcome {
+        status: ResultStatus::Failed,
+        exit_code: None,
+        metrics: None,
+        stdout: None,
+        stderr_tail: message,
+    }
+}
+
+#[async_trait]
+impl Experiment for Command {
+    async fn run(&self, job: &JobSpec) -> Outcome {
+        let argv = match self.render_argv(job) {
+            Ok(argv) => argv,
+            Err(e) => return failed(e),
+        };
+        let mut child = match tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => return failed(format!("cannot start {:?} in {}: {e}", argv[0], self.workdir.display())),
+        };
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let collect = async {
+            let (out, err, status) = tokio::join!(
+                read_head(stdout, STDOUT_MAX),
+                read_tail(stderr, STDERR_TAIL),
+                child.wait()
+            );
+            (out, err, status)
+        };
+        let timeout = std::time::Duration::from_secs(self.timeout_s);
+        let Ok((out, err, status)) = tokio::time::timeout(timeout, collect).await else {
+            // Dropping the child kills it (kill_on_drop).
+            return Outcome {
+                status: ResultStatus::TimedOut,
+                ..failed(format!("killed after the {} s timeout", self.timeout_s))
+            };
+        };
+        let (metrics, stdout) = parse_stdout(&out);
+        match status {
+            Ok(status) => Outcome {
+                status: if status.success() {
+                    ResultStatus::Ok
+                } else {
+                    ResultStatus::Failed
+                },
+                exit_code: status.code(),
+                metrics,
+                stdout,
+                stderr_tail: err,
+            },
+            Err(e) => failed(format!("waiting for the program failed: {e}")),
+        }
+    }
+}
+
+/// Read up to `cap` bytes, then drain the rest so the child never blocks.
+async fn read_head(mut r: impl AsyncRead + Unpin, cap: usize) -> String {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Read everything, keeping the last `cap` bytes.
+async fn read_tail(mut r: impl AsyncRead + Unpin, cap: usize) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * cap {
+            kept.drain(..kept.len() - cap);
+        }
+    }
+    if kept.len() > cap {
+        kept.drain(..kept.len() - cap);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// A deterministic function of the job's parameters and run, optionally
+/// slow and optionally failing, that needs no process.
+pub struct Synthetic {
+    /// Time to sleep on.
+    pub clock: Arc<dyn Clock>,
+    /// How long each job takes, ms.
+    pub sleep_ms: u64,
+    /// Every n-th job fails (0: none).
+    pub fail_every: u64,
+}
+
+/// The metrics the synthetic experiment reports for a job.
+pub fn synthetic_score(job: &JobSpec) -> f64 {
+    let canonical = serde_json::to_string(&(&job.params, job.run)).expect("params serialise");
+    let h = xxhash_rust::xxh3::xxh3_64(canonical.as_bytes());
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[async_trait]
+impl Experiment for Synthetic {
+    async fn run(&self, job: &JobSpec) -> Outcome {
+        if self.sleep_ms > 0 {
+            self.clock.sleep(self.sleep_ms).await;
+        }
+        let fails = self.fail_every > 0 && job.index % self.fail_every == self.fail_every - 1;
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("score".into(), serde_json::json!(synthetic_score(job)));
+        Outcome {
+            status: if fails { ResultStatus::Failed } else { ResultStatus::Ok },
+            exit_code: Some(i32::from(fails)),
+            metrics: Some(metrics),
+            stdout: None,
+            stderr_tail: if fails {
+                "synthetic failure".into()
+            } else {
+                String::new()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_stdout_becomes_metrics_and_anything_else_stays_raw() {
+        let (m, raw) = parse_stdout("{\"loss\": 0.5}\n");
+        assert_eq!(m.unwrap()["loss"], serde_json::json!(0.5));
+        assert!(raw.is_none());
+        let (m, _) = parse_stdout("epoch 1\nepoch 2\n{\"acc\": 1}\n\n");
+        assert_eq!(m.unwrap()["acc"], serde_json::json!(1));
+        let (m, raw) = parse_stdout("hello\n");
+        assert!(m.is_none());
+        assert_eq!(raw.as_deref(), Some("hello\n"));
+        assert_eq!(parse_stdout(""), (None, None));
+        assert!(parse_stdout("[1,2]").0.is_none());
+    }
+}

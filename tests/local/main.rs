@@ -1,0 +1,3 @@
+//! Integration tests of the `tally` binary on the embedded backend.
+
+mod cli;
