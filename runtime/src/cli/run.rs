@@ -38,6 +38,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| ".".into());
     let visibility_ms = args.visibility_s * 1000;
     let local = Local::open(&args.data.data, true, true, visibility_ms).await?;
+    // This process holds the data directory exclusively, so whatever is in
+    // flight was held by a run that died: hand it out again now rather than
+    // after its visibility timeout.
+    for queue in [crate::cli::local::JOBS, crate::cli::local::RESULTS] {
+        let released = local.queues.release_orphans(queue).context("cannot read the queues")?;
+        if released > 0 {
+            eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
+        }
+    }
     let started_ms = local.clock.mono_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -141,6 +141,21 @@ impl SqliteQueues {
         tx.commit().map_err(sql_err)
     }
 
+    /// Make every in-flight message of `queue` visible now; returns how
+    /// many. Only for a caller that holds the data directory exclusively:
+    /// every holder of those messages is then known to be dead.
+    pub fn release_orphans(&self, queue: &str) -> Result<u64, QueueError> {
+        let now = self.clock.wall_ms() as i64;
+        let conn = self.conn.lock().expect("queue lock");
+        let n = conn
+            .execute(
+                "UPDATE messages SET visible_ms=?2 WHERE queue=?1 AND visible_ms>?2",
+                params![queue, now],
+            )
+            .map_err(sql_err)?;
+        Ok(n as u64)
+    }
+
     /// Names of existing queues.
     pub fn names(&self) -> Result<Vec<String>, QueueError> {
         let conn = self.conn.lock().expect("queue lock");
@@ -447,5 +462,161 @@ impl Queue for SqliteQueue {
             visible: count("SELECT COUNT(*) FROM messages WHERE queue=?1 AND visible_ms<=?2")?,
             in_flight: count("SELECT COUNT(*) FROM messages WHERE queue=?1 AND visible_ms>?2")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::core::seams::BoxFuture;
+
+    /// Time that moves only when the test says so.
+    #[derive(Default)]
+    struct ManualClock(AtomicU64);
+
+    impl ManualClock {
+        fn advance(&self, ms: u64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn mono_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn wall_ms(&self) -> u64 {
+            1_000_000 + self.0.load(Ordering::SeqCst)
+        }
+        fn sleep(&self, _ms: u64) -> BoxFuture<'static, ()> {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    async fn setup(config: QueueConfig) -> (Arc<ManualClock>, Arc<SqliteQueues>, SqliteQueue) {
+        let clock = Arc::new(ManualClock::default());
+        let db = SqliteQueues::open(Path::new(":memory:"), clock.clone()).unwrap();
+        let q = db.queue("q", config);
+        q.ensure().await.unwrap();
+        (clock, db, q)
+    }
+
+    fn bodies(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("m{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_message_comes_back_after_its_visibility_timeout_with_a_new_handle() {
+        let (clock, _db, q) = setup(QueueConfig::default()).await;
+        q.send_batch(&bodies(1)).await.unwrap();
+        let first = q.receive(10, 1_000, 0).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].receive_count, 1);
+        assert!(
+            q.receive(10, 1_000, 0).await.unwrap().is_empty(),
+            "hidden while in flight"
+        );
+        assert_eq!(
+            q.stats().await.unwrap(),
+            QueueStats {
+                visible: 0,
+                in_flight: 1
+            }
+        );
+        clock.advance(1_001);
+        let second = q.receive(10, 1_000, 0).await.unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        assert_ne!(first[0].handle, second[0].handle);
+        // The stale handle deletes nothing, yet succeeds (as SQS may).
+        assert_eq!(q.delete_batch(&[first[0].handle.clone()]).await.unwrap(), vec![Ok(())]);
+        assert_eq!(q.stats().await.unwrap().in_flight, 1);
+        let refused = q
+            .change_visibility_batch(&[first[0].handle.clone()], 5_000)
+            .await
+            .unwrap();
+        assert!(refused[0].is_err(), "a stale handle cannot extend");
+        q.delete_batch(&[second[0].handle.clone()]).await.unwrap();
+        assert!(q.stats().await.unwrap().is_drained());
+    }
+
+    #[tokio::test]
+    async fn heartbeats_keep_a_message_hidden_and_zero_releases_it() {
+        let (clock, _db, q) = setup(QueueConfig::default()).await;
+        q.send_batch(&bodies(1)).await.unwrap();
+        let got = q.receive(1, 1_000, 0).await.unwrap();
+        clock.advance(900);
+        q.change_visibility_batch(&[got[0].handle.clone()], 1_000)
+            .await
+            .unwrap()[0]
+            .clone()
+            .unwrap();
+        clock.advance(900);
+        assert!(
+            q.receive(1, 1_000, 0).await.unwrap().is_empty(),
+            "the heartbeat extended it"
+        );
+        q.change_visibility_batch(&[got[0].handle.clone()], 0).await.unwrap()[0]
+            .clone()
+            .unwrap();
+        assert_eq!(q.receive(1, 1_000, 0).await.unwrap().len(), 1, "released at once");
+    }
+
+    #[tokio::test]
+    async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
+        let config = QueueConfig {
+            max_receives: Some(2),
+            dead_letter: Some("dlq".into()),
+            ..QueueConfig::default()
+        };
+        let (clock, db, q) = setup(config).await;
+        let dlq = db.queue("dlq", QueueConfig::default());
+        dlq.ensure().await.unwrap();
+        q.send_batch(&bodies(1)).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(q.receive(1, 10, 0).await.unwrap().len(), 1);
+            clock.advance(11);
+        }
+        assert!(q.receive(1, 10, 0).await.unwrap().is_empty(), "moved, not delivered");
+        let dead = dlq.receive(10, 10, 0).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, "m0");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_queue_is_missing_and_cannot_be_recreated_for_sixty_seconds() {
+        let (clock, db, q) = setup(QueueConfig::default()).await;
+        q.send_batch(&bodies(3)).await.unwrap();
+        db.delete_queue("q").unwrap();
+        assert!(matches!(
+            q.send_batch(&bodies(1)).await,
+            Err(QueueError::Missing { .. })
+        ));
+        assert!(matches!(q.receive(1, 10, 0).await, Err(QueueError::Missing { .. })));
+        assert!(matches!(q.stats().await, Err(QueueError::Missing { .. })));
+        match q.ensure().await {
+            Err(QueueError::DeletedRecently { retry_after_ms, .. }) => assert_eq!(retry_after_ms, DELETED_RECENTLY_MS),
+            other => panic!("expected DeletedRecently, got {other:?}"),
+        }
+        clock.advance(DELETED_RECENTLY_MS);
+        q.ensure().await.unwrap();
+        assert!(q.stats().await.unwrap().is_drained(), "what was in it is gone");
+    }
+
+    #[tokio::test]
+    async fn batches_over_the_sqs_limits_are_refused_whole() {
+        let (_clock, _db, q) = setup(QueueConfig::default()).await;
+        assert!(matches!(
+            q.send_batch(&bodies(11)).await,
+            Err(QueueError::Permanent { .. })
+        ));
+        assert!(matches!(q.send_batch(&[]).await, Err(QueueError::Permanent { .. })));
+        let big = vec!["x".repeat(600 * 1024), "y".repeat(600 * 1024)];
+        assert!(matches!(q.send_batch(&big).await, Err(QueueError::Permanent { .. })));
+        assert_eq!(q.receive(50, 10, 0).await.unwrap().len(), 0);
+        q.send_batch(&bodies(10)).await.unwrap();
+        assert_eq!(q.receive(50, 10, 0).await.unwrap().len(), 10, "at most ten per receive");
+        let bad = q.delete_batch(&["nonsense".into()]).await.unwrap();
+        assert_eq!(bad[0].as_ref().unwrap_err().code, "ReceiptHandleIsInvalid");
     }
 }

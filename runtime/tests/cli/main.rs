@@ -1,0 +1,5 @@
+//! The `tally` binary on the embedded backend, driven as a user would.
+
+mod bad_input;
+mod crash;
+mod support;

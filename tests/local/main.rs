@@ -1,3 +1,0 @@
-//! Integration tests of the `tally` binary on the embedded backend.
-
-mod cli;

@@ -1,0 +1,1 @@
+//! Placeholder: cross-crate protocol tests.
