@@ -10,6 +10,10 @@ use crate::adapters::local::{DirStore, QueueConfig, SqliteQueue, SqliteQueues, S
 use crate::cli::UserError;
 use crate::core::{BlobStore, Clock, Queue};
 
+/// File of the work queue and its dead-letter queue.
+pub const JOBS_FILE: &str = "queue-jobs.sqlite";
+/// File of the results queue.
+pub const RESULTS_FILE: &str = "queue-results.sqlite";
 /// Name of the work queue.
 pub const JOBS: &str = "tally-jobs";
 /// Name of the results queue.
@@ -21,14 +25,22 @@ pub const JOBS_DEAD: &str = "tally-jobs-dead";
 /// before this safety net.
 pub const REDRIVE_RECEIVES: u32 = 100;
 
+/// Entries per batch call on the embedded queues. SQS takes 10; one
+/// SQLite file pays per transaction, not per message, so larger batches
+/// cut its cost per job several times over (docs/BENCHMARKS.md).
+pub const LOCAL_BATCH_MAX: usize = 100;
+
 /// Everything in one data directory.
 pub struct Local {
     /// The directory.
     pub dir: PathBuf,
     /// Real time.
     pub clock: Arc<dyn Clock>,
-    /// The queue database.
-    pub queues: Arc<SqliteQueues>,
+    /// The work queue's database (with its dead-letter queue).
+    pub jobs_db: Arc<SqliteQueues>,
+    /// The results queue's database. A file per queue lets workers and
+    /// the aggregator write at the same time.
+    pub results_db_queue: Arc<SqliteQueues>,
     /// The work queue.
     pub jobs: Arc<SqliteQueue>,
     /// The results queue.
@@ -46,7 +58,7 @@ impl Local {
     /// Open `dir`, creating it when `create`; otherwise it must exist.
     /// With `exclusive`, hold the directory's lock (one run at a time).
     pub async fn open(dir: &Path, create: bool, exclusive: bool, visibility_ms: u64) -> anyhow::Result<Self> {
-        if !create && !dir.join("queues.sqlite").exists() {
+        if !create && !dir.join(JOBS_FILE).exists() {
             return Err(UserError::bad_input(format!(
                 "{} holds no tally data; run `tally run SWEEP.toml --data {}` first",
                 dir.display(),
@@ -56,24 +68,28 @@ impl Local {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let lock = if exclusive { Some(lock(dir)?) } else { None };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let queues = SqliteQueues::open(&dir.join("queues.sqlite"), Arc::clone(&clock))
-            .context("cannot open the queue database")?;
-        let jobs = Arc::new(queues.queue(
+        let jobs_db = SqliteQueues::open(&dir.join(JOBS_FILE), Arc::clone(&clock))
+            .context("cannot open the work queue's database")?;
+        let results_db_queue = SqliteQueues::open(&dir.join(RESULTS_FILE), Arc::clone(&clock))
+            .context("cannot open the results queue's database")?;
+        let jobs = Arc::new(jobs_db.queue(
             JOBS,
             QueueConfig {
                 visibility_ms,
                 max_receives: Some(REDRIVE_RECEIVES),
                 dead_letter: Some(JOBS_DEAD.into()),
+                batch_max: LOCAL_BATCH_MAX,
             },
         ));
-        let results = Arc::new(queues.queue(
+        let results = Arc::new(results_db_queue.queue(
             RESULTS,
             QueueConfig {
                 visibility_ms,
+                batch_max: LOCAL_BATCH_MAX,
                 ..QueueConfig::default()
             },
         ));
-        let jobs_dead = Arc::new(queues.queue(JOBS_DEAD, QueueConfig::default()));
+        let jobs_dead = Arc::new(jobs_db.queue(JOBS_DEAD, QueueConfig::default()));
         if create {
             for q in [&jobs_dead, &jobs, &results] {
                 q.ensure()
@@ -87,7 +103,8 @@ impl Local {
         Ok(Self {
             dir: dir.to_owned(),
             clock,
-            queues,
+            jobs_db,
+            results_db_queue,
             jobs,
             results,
             jobs_dead,

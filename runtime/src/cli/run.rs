@@ -41,8 +41,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // This process holds the data directory exclusively, so whatever is in
     // flight was held by a run that died: hand it out again now rather than
     // after its visibility timeout.
-    for queue in [crate::cli::local::JOBS, crate::cli::local::RESULTS] {
-        let released = local.queues.release_orphans(queue).context("cannot read the queues")?;
+    for (db, queue) in [
+        (&local.jobs_db, crate::cli::local::JOBS),
+        (&local.results_db_queue, crate::cli::local::RESULTS),
+    ] {
+        let released = db.release_orphans(queue).context("cannot read the queues")?;
         if released > 0 {
             eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
         }
@@ -183,7 +186,7 @@ fn prefetch_for(sweep: &Sweep, workers: u16) -> usize {
     if sweep.experiment.sleep_ms >= 1000 || per_worker < 100 {
         1
     } else {
-        10
+        crate::cli::local::LOCAL_BATCH_MAX.min(per_worker as usize / 10).max(10)
     }
 }
 

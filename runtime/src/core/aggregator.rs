@@ -95,7 +95,10 @@ impl Aggregator {
         while !crate::core::is_stopping(&shutdown) {
             let wait_ms = self.wait_ms(&buf);
             let msgs = match calls
-                .call(|| self.results.receive(10, self.config.visibility_ms, wait_ms))
+                .call(|| {
+                    self.results
+                        .receive(self.results.batch_max(), self.config.visibility_ms, wait_ms)
+                })
                 .await
             {
                 Ok(msgs) => msgs,

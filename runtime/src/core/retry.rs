@@ -8,6 +8,7 @@ use crate::core::{BlobStore, Clock, EntryError, Policy, PutOutcome, Queue, Queue
 
 /// Most entries in one queue batch call, as on SQS.
 pub const BATCH_MAX: usize = 10;
+
 /// Most bytes in one batch call (and one message), as on SQS since 2025.
 pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
@@ -97,7 +98,7 @@ impl Calls<'_> {
     /// Send every body, in batches of at most ten and 1 MiB, retrying only
     /// the entries that failed transiently.
     pub async fn send_all(&self, bodies: &[String]) -> Result<(), CallError> {
-        for chunk in chunks_by_limits(bodies) {
+        for chunk in chunks_by_limits(bodies, self.queue.batch_max()) {
             let mut pending: Vec<String> = chunk.to_vec();
             let mut backoff_ms = BACKOFF_MIN_MS;
             while !pending.is_empty() {
@@ -128,7 +129,7 @@ impl Calls<'_> {
     /// Delete (`visibility_ms` is `None`) or change visibility, per handle.
     async fn per_handle(&self, handles: &[String], visibility_ms: Option<u64>) -> Result<usize, CallError> {
         let mut refused = 0;
-        for chunk in handles.chunks(BATCH_MAX) {
+        for chunk in handles.chunks(self.queue.batch_max()) {
             let mut pending: Vec<String> = chunk.to_vec();
             let mut backoff_ms = BACKOFF_MIN_MS;
             while !pending.is_empty() {
@@ -175,13 +176,14 @@ fn retry_entries(pending: Vec<String>, statuses: Vec<Result<(), EntryError>>) ->
     }
 }
 
-/// Split bodies into batches that respect both the entry and byte limits.
-pub fn chunks_by_limits(bodies: &[String]) -> Vec<&[String]> {
+/// Split bodies into batches of at most `entries_max` entries and
+/// [`BATCH_BYTES_MAX`] bytes.
+pub fn chunks_by_limits(bodies: &[String], entries_max: usize) -> Vec<&[String]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
     for (i, body) in bodies.iter().enumerate() {
-        let full = i - start == BATCH_MAX || (i > start && bytes + body.len() > BATCH_BYTES_MAX);
+        let full = i - start == entries_max || (i > start && bytes + body.len() > BATCH_BYTES_MAX);
         if full {
             out.push(&bodies[start..i]);
             start = i;
@@ -236,12 +238,12 @@ mod tests {
     #[test]
     fn batches_respect_entry_and_byte_limits() {
         let small: Vec<String> = (0..25).map(|i| i.to_string()).collect();
-        let sizes: Vec<usize> = chunks_by_limits(&small).iter().map(|c| c.len()).collect();
+        let sizes: Vec<usize> = chunks_by_limits(&small, 10).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![10, 10, 5]);
 
         let big: Vec<String> = (0..5).map(|_| "x".repeat(400 * 1024)).collect();
-        let sizes: Vec<usize> = chunks_by_limits(&big).iter().map(|c| c.len()).collect();
+        let sizes: Vec<usize> = chunks_by_limits(&big, 10).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![2, 2, 1]);
-        assert!(chunks_by_limits(&[]).is_empty());
+        assert!(chunks_by_limits(&[], 10).is_empty());
     }
 }

@@ -111,6 +111,10 @@ pub struct EntryError {
 pub trait Queue: Send + Sync {
     /// The queue's name.
     fn name(&self) -> &str;
+    /// Most entries one batch call takes (SQS: 10).
+    fn batch_max(&self) -> usize {
+        crate::core::retry::BATCH_MAX
+    }
     /// Create the queue with its configured attributes if it does not exist.
     async fn ensure(&self) -> Result<(), QueueError>;
     /// Send up to ten bodies. Returns one status per entry, in order.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::core::manifest::{self, Manifest, Round};
-use crate::core::retry::{put_if_absent_retrying, CallError, Calls, BATCH_MAX};
+use crate::core::retry::{put_if_absent_retrying, CallError, Calls};
 use crate::core::{BlobStore, Clock, JobMessage, Policy, PutOutcome, Queue, Shutdown, StoreError};
 use crate::sweep::Sweep;
 
@@ -125,7 +125,7 @@ impl Submitter {
         };
         let mut pos = self.log.sent(sweep_id, attempt)?;
         while pos < len {
-            let end = (pos + BATCH_MAX as u64).min(len);
+            let end = (pos + self.jobs.batch_max() as u64).min(len);
             let bodies: Vec<String> = (pos..end)
                 .map(|p| JobMessage::new(sweep_id, index_at(p), attempt).encode())
                 .collect();

@@ -28,7 +28,8 @@ use crate::core::{
 pub struct WorkerConfig {
     /// Unique for this worker incarnation; prefixes its run ids.
     pub id: String,
-    /// Jobs to take per receive (1 to 10). Use 1 for long jobs.
+    /// Jobs to take per receive (at most the queue's batch size). Use 1
+    /// for long jobs.
     pub prefetch: usize,
     /// Visibility timeout given to received jobs and renewed by heartbeats.
     pub visibility_ms: u64,
@@ -232,7 +233,7 @@ impl Worker {
             }
             pending.push((next.handle, result));
             let due = self.clock.mono_ms().saturating_sub(first_pending_ms) >= self.config.result_flush_ms;
-            if pending.len() >= crate::core::retry::BATCH_MAX || due || held.is_empty() {
+            if pending.len() >= self.results.batch_max() || due || held.is_empty() {
                 self.deliver(std::mem::take(&mut pending), shutdown).await?;
             }
         }

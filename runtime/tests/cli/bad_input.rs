@@ -65,7 +65,10 @@ fn a_foreign_message_in_the_work_queue_is_quarantined_and_the_run_completes() ->
         .success());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let queues = SqliteQueues::open(&data.join("queues.sqlite"), std::sync::Arc::new(SystemClock::default()))?;
+        let queues = SqliteQueues::open(
+            &data.join("queue-jobs.sqlite"),
+            std::sync::Arc::new(SystemClock::default()),
+        )?;
         let jobs = queues.queue("tally-jobs", Default::default());
         jobs.send_batch(&["this is not a job".into(), "{\"tally\":1}".into()])
             .await?;

@@ -36,6 +36,8 @@ pub struct QueueConfig {
     pub max_receives: Option<u32>,
     /// The dead-letter queue's name.
     pub dead_letter: Option<String>,
+    /// Most entries per batch call: 10 as on SQS; one machine may allow more.
+    pub batch_max: usize,
 }
 
 impl Default for QueueConfig {
@@ -44,6 +46,7 @@ impl Default for QueueConfig {
             visibility_ms: 30_000,
             max_receives: None,
             dead_letter: None,
+            batch_max: BATCH_MAX,
         }
     }
 }
@@ -79,6 +82,7 @@ const SCHEMA: &str = "
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
 PRAGMA busy_timeout=10000;
+PRAGMA wal_autocheckpoint=10000;
 CREATE TABLE IF NOT EXISTS queues(
     name TEXT PRIMARY KEY,
     visibility_ms INTEGER NOT NULL,
@@ -180,8 +184,8 @@ fn entry_err(code: &str, message: String) -> EntryError {
     }
 }
 
-fn check_batch<T>(entries: &[T]) -> Result<(), QueueError> {
-    if entries.is_empty() || entries.len() > BATCH_MAX {
+fn check_batch<T>(entries: &[T], max: usize) -> Result<(), QueueError> {
+    if entries.is_empty() || entries.len() > max {
         return Err(QueueError::Permanent {
             code: if entries.is_empty() {
                 "EmptyBatchRequest"
@@ -189,7 +193,7 @@ fn check_batch<T>(entries: &[T]) -> Result<(), QueueError> {
                 "TooManyEntriesInBatchRequest"
             }
             .into(),
-            message: format!("a batch holds 1 to {BATCH_MAX} entries, not {}", entries.len()),
+            message: format!("a batch holds 1 to {max} entries, not {}", entries.len()),
         });
     }
     Ok(())
@@ -287,7 +291,7 @@ impl SqliteQueue {
         stale_is_error: bool,
         extra: i64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        check_batch(handles)?;
+        check_batch(handles, self.config.batch_max)?;
         let mut conn = self.db.conn.lock().expect("queue lock");
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -324,6 +328,10 @@ impl SqliteQueue {
 impl Queue for SqliteQueue {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn batch_max(&self) -> usize {
+        self.config.batch_max
     }
 
     async fn ensure(&self) -> Result<(), QueueError> {
@@ -372,7 +380,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        check_batch(bodies)?;
+        check_batch(bodies, self.config.batch_max)?;
         let total: usize = bodies.iter().map(String::len).sum();
         if total > BATCH_BYTES_MAX {
             return Err(QueueError::Permanent {
@@ -402,7 +410,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn receive(&self, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Received>, QueueError> {
-        let max = max.clamp(1, BATCH_MAX);
+        let max = max.clamp(1, self.config.batch_max);
         let visibility_ms = visibility_ms.min(VISIBILITY_MAX_MS);
         let clock = &self.db.clock;
         let deadline = clock.mono_ms() + wait_ms;
