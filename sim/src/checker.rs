@@ -1,0 +1,202 @@
+//! The checker: compare the oracle's ground truth with what the system's
+//! own results database and report say.
+//!
+//! Per key it classifies like Jepsen's total-queue checker — `ok`,
+//! `duplicated` (more than one run recorded), `lost` (no result), `recovered`
+//! (a result the queue accepted was lost, but the key still ended done),
+//! `unexpected` (a recorded result nobody produced) — and says whether the
+//! report detected it. A violation is anything the promise forbids: a
+//! result the results queue accepted that vanished without a queue
+//! deletion to excuse it, a job or duplicate the report does not name, a
+//! phantom, a corrupted payload, or a job not final after the healed phase.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tally::core::reconciler::{KeyClass, RecordSink, Report, Verdict as RecordVerdict};
+use tally::core::{ResultMessage, ResultStatus};
+
+use crate::oracle::{run_hash, Oracle, RunSet};
+
+/// What the results database recorded, gathered while reconciling.
+pub struct Recorder {
+    jobs: u64,
+    sweep: String,
+    /// Distinct runs recorded per key.
+    pub runs: RunSet,
+    /// The reconciler's class per key.
+    pub classes: Vec<Option<KeyClass>>,
+    /// (key, payload) of every recorded non-give-up result.
+    payloads: Vec<(u64, u64)>,
+    /// Recorded results outside the sweep's keys.
+    pub phantoms: u64,
+}
+
+impl Recorder {
+    /// A recorder for a sweep of `jobs` jobs.
+    pub fn new(sweep: &str, jobs: u64) -> Self {
+        Self {
+            jobs,
+            sweep: sweep.to_owned(),
+            runs: RunSet::new(jobs),
+            classes: vec![None; jobs as usize],
+            payloads: Vec::new(),
+            phantoms: 0,
+        }
+    }
+}
+
+impl RecordSink for Recorder {
+    fn record(&mut self, r: &ResultMessage, _body: &str, _verdict: RecordVerdict) {
+        if r.sweep != self.sweep || r.index >= self.jobs {
+            self.phantoms += 1;
+            return;
+        }
+        self.runs.insert(r.index, run_hash(&r.run_id));
+        if r.outcome.status != ResultStatus::GaveUp {
+            self.payloads.push((r.index, r.payload_hash()));
+        }
+    }
+
+    fn class(&mut self, index: u64, class: KeyClass, _runs: u32) {
+        if let Some(c) = self.classes.get_mut(index as usize) {
+            *c = Some(class);
+        }
+    }
+}
+
+/// One broken promise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// What kind: `lost-result`, `lost-job`, `unreported-duplicate`,
+    /// `unexpected`, `corrupted`, `not-final`, `miscounted`.
+    pub kind: &'static str,
+    /// The key, when one key is at fault.
+    pub index: Option<u64>,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Jepsen-style key classes, with detection made explicit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Classes {
+    /// Exactly one run recorded, and it is the row.
+    pub ok: u64,
+    /// More than one run recorded; the report counts them.
+    pub duplicated: u64,
+    /// No result; the report names the key missing.
+    pub lost_detected: u64,
+    /// No result and the report does not say so.
+    pub lost_silent: u64,
+    /// An accepted result vanished after a queue deletion, but the key
+    /// ended done through resubmission.
+    pub recovered: u64,
+    /// Results recorded that no worker produced.
+    pub unexpected: u64,
+}
+
+/// The checker's verdict.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Verdict {
+    /// Key classes.
+    pub classes: Classes,
+    /// Violations by kind.
+    pub counts: BTreeMap<&'static str, u64>,
+    /// The first violations (at most 20).
+    pub violations: Vec<Violation>,
+}
+
+impl Verdict {
+    /// True when nothing was violated.
+    pub fn passed(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    fn flag(&mut self, kind: &'static str, index: Option<u64>, detail: String) {
+        *self.counts.entry(kind).or_default() += 1;
+        if self.violations.len() < 20 {
+            self.violations.push(Violation { kind, index, detail });
+        }
+    }
+}
+
+/// Check a finished run. `final_phase` says whether every job had to be
+/// final by now (liveness).
+pub fn check(oracle: &Oracle, recorded: &Recorder, report: &Report, final_phase: bool) -> Verdict {
+    let mut v = Verdict::default();
+    check_counts(oracle, recorded, report, &mut v);
+    for index in 0..oracle.jobs {
+        check_key(oracle, recorded, index, &mut v);
+    }
+    for &(index, payload) in &recorded.payloads {
+        let produced = oracle.produced[index as usize];
+        if produced != payload {
+            v.flag("corrupted", Some(index), format!("recorded payload {payload:x}, the experiment produced {produced:x}"));
+        }
+    }
+    if recorded.phantoms > 0 || oracle.foreign_accepted > 0 {
+        v.classes.unexpected += recorded.phantoms;
+        v.flag("unexpected", None, format!("{} phantom records, {} foreign results accepted", recorded.phantoms, oracle.foreign_accepted));
+    }
+    if final_phase && (report.missing > 0 || report.conflicts > 0) {
+        v.flag("not-final", None, format!("after the healed phase: {} missing, {} conflicts", report.missing, report.conflicts));
+    }
+    v
+}
+
+fn check_counts(oracle: &Oracle, recorded: &Recorder, report: &Report, v: &mut Verdict) {
+    if report.submitted != oracle.jobs {
+        v.flag("miscounted", None, format!("the report says {} submitted; {} were", report.submitted, oracle.jobs));
+    }
+    let classes = report.done + report.failed + report.conflicts + report.missing;
+    if classes != report.submitted {
+        v.flag("miscounted", None, format!("done+failed+conflicts+missing = {classes} != submitted {}", report.submitted));
+    }
+    let extra: u64 = (0..oracle.jobs).map(|i| recorded.runs.count(i).saturating_sub(1) as u64).sum();
+    let conflict_extra: u64 = (0..oracle.jobs)
+        .filter(|&i| recorded.classes[i as usize] == Some(KeyClass::Conflict))
+        .map(|i| recorded.runs.count(i).saturating_sub(1) as u64)
+        .sum();
+    if report.duplicate_runs + conflict_extra != extra {
+        v.flag(
+            "unreported-duplicate",
+            None,
+            format!("{extra} extra runs recorded; the report counts {} (+{conflict_extra} in conflicts)", report.duplicate_runs),
+        );
+    }
+}
+
+fn check_key(oracle: &Oracle, recorded: &Recorder, index: u64, v: &mut Verdict) {
+    let class = recorded.classes[index as usize];
+    let recorded_runs = recorded.runs.count(index);
+    let mut lost_excused = false;
+    for run in oracle.accepted.runs(index) {
+        if recorded.runs.contains(index, run) {
+            continue;
+        }
+        if oracle.destroyed.contains(&(index, run)) {
+            lost_excused = true;
+        } else {
+            v.flag("lost-result", Some(index), "the results queue accepted a result that was never recorded".into());
+        }
+    }
+    for run in recorded.runs.runs(index) {
+        if !oracle.accepted.contains(index, run) {
+            v.classes.unexpected += 1;
+            v.flag("unexpected", Some(index), "a recorded run the results queue never accepted".into());
+        }
+    }
+    match (recorded_runs, class) {
+        (0, Some(KeyClass::Missing)) => v.classes.lost_detected += 1,
+        (0, _) => {
+            v.classes.lost_silent += 1;
+            v.flag("lost-job", Some(index), format!("no result, and the report classes it {class:?}"));
+        }
+        (_, Some(KeyClass::Missing)) | (_, None) => {
+            v.flag("miscounted", Some(index), format!("{recorded_runs} runs recorded, classed {class:?}"))
+        }
+        (1, _) if lost_excused => v.classes.recovered += 1,
+        (1, _) => v.classes.ok += 1,
+        (_, _) => v.classes.duplicated += 1,
+    }
+}

@@ -1,0 +1,180 @@
+//! The oracle: ground truth recorded outside the system under test.
+//!
+//! It learns from the simulated SQS host which result messages the results
+//! queue accepted and which were destroyed by a queue deletion, and from
+//! the experiment itself which jobs ran and what they produced. Per-key
+//! state is a few dense vectors, so millions of keys fit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use tally::core::ResultMessage;
+
+/// A hash naming one run (never 0, so 0 can mean "none").
+pub fn run_hash(run_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(run_id.as_bytes()) | 1
+}
+
+/// Distinct run hashes per key, compact for the common case of one.
+#[derive(Debug, Default)]
+pub struct RunSet {
+    first: Vec<u64>,
+    more: BTreeMap<u64, Vec<u64>>,
+}
+
+impl RunSet {
+    /// A set for keys `0..keys`.
+    pub fn new(keys: u64) -> Self {
+        Self { first: vec![0; keys as usize], more: BTreeMap::new() }
+    }
+
+    /// Add `run` to key `index`; true if it was new.
+    pub fn insert(&mut self, index: u64, run: u64) -> bool {
+        let slot = &mut self.first[index as usize];
+        if *slot == 0 {
+            *slot = run;
+            return true;
+        }
+        if *slot == run {
+            return false;
+        }
+        let more = self.more.entry(index).or_default();
+        if more.contains(&run) {
+            return false;
+        }
+        more.push(run);
+        true
+    }
+
+    /// Whether key `index` has `run`.
+    pub fn contains(&self, index: u64, run: u64) -> bool {
+        self.first[index as usize] == run || self.more.get(&index).is_some_and(|m| m.contains(&run))
+    }
+
+    /// How many distinct runs key `index` has.
+    pub fn count(&self, index: u64) -> usize {
+        usize::from(self.first[index as usize] != 0) + self.more.get(&index).map_or(0, Vec::len)
+    }
+
+    /// Every run of key `index`.
+    pub fn runs(&self, index: u64) -> impl Iterator<Item = u64> + '_ {
+        let first = self.first[index as usize];
+        (first != 0).then_some(first).into_iter().chain(self.more.get(&index).into_iter().flatten().copied())
+    }
+}
+
+/// Ground truth of one simulated run.
+#[derive(Debug)]
+pub struct Oracle {
+    /// Jobs submitted.
+    pub jobs: u64,
+    /// The sweep's id.
+    pub sweep: String,
+    /// The results queue's name.
+    pub results_queue: String,
+    /// Experiment runs started, per key.
+    pub runs_started: Vec<u16>,
+    /// Payload hash the experiment produced, per key (0: never ran).
+    pub produced: Vec<u64>,
+    /// Result runs the results queue accepted, per key.
+    pub accepted: RunSet,
+    /// Result runs destroyed by a deletion of the results queue.
+    pub destroyed: BTreeSet<(u64, u64)>,
+    /// Accepted results whose key is outside the sweep or foreign.
+    pub foreign_accepted: u64,
+    /// Queue deletions that happened.
+    pub queue_deletions: u64,
+}
+
+/// A shared oracle.
+pub type SharedOracle = Arc<Mutex<Oracle>>;
+
+impl Oracle {
+    /// An oracle for a sweep of `jobs` jobs.
+    pub fn new(sweep: &str, jobs: u64, results_queue: &str) -> Self {
+        Self {
+            jobs,
+            sweep: sweep.to_owned(),
+            results_queue: results_queue.to_owned(),
+            runs_started: vec![0; jobs as usize],
+            produced: vec![0; jobs as usize],
+            accepted: RunSet::new(jobs),
+            destroyed: BTreeSet::new(),
+            foreign_accepted: 0,
+            queue_deletions: 0,
+        }
+    }
+
+    /// The experiment started running key `index`.
+    pub fn started(&mut self, index: u64) {
+        if let Some(n) = self.runs_started.get_mut(index as usize) {
+            *n = n.saturating_add(1);
+        }
+    }
+
+    /// The experiment produced a result with `payload` for key `index`.
+    pub fn produced(&mut self, index: u64, payload: u64) {
+        if let Some(p) = self.produced.get_mut(index as usize) {
+            *p = payload;
+        }
+    }
+
+    fn result_key(&self, queue: &str, body: &str) -> Option<(u64, u64)> {
+        if queue != self.results_queue {
+            return None;
+        }
+        let r = ResultMessage::decode(body).ok()?;
+        (r.sweep == self.sweep && r.index < self.jobs).then(|| (r.index, run_hash(&r.run_id)))
+    }
+
+    /// The results queue accepted a message.
+    pub fn accepted(&mut self, queue: &str, body: &str) {
+        if queue != self.results_queue {
+            return;
+        }
+        match self.result_key(queue, body) {
+            Some((index, run)) => {
+                self.accepted.insert(index, run);
+            }
+            None => self.foreign_accepted += 1,
+        }
+    }
+
+    /// A message was destroyed without being deleted.
+    pub fn destroyed(&mut self, queue: &str, body: &str) {
+        if let Some(key) = self.result_key(queue, body) {
+            self.destroyed.insert(key);
+        }
+    }
+}
+
+/// Feeds the simulated SQS host's events to the oracle.
+pub struct SqsWitness(pub SharedOracle);
+
+impl crate::hosts::sqs::SqsObserver for SqsWitness {
+    fn accepted(&mut self, queue: &str, body: &str) {
+        self.0.lock().expect("oracle lock").accepted(queue, body);
+    }
+
+    fn destroyed(&mut self, queue: &str, body: &str) {
+        self.0.lock().expect("oracle lock").destroyed(queue, body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_sets_count_distinct_runs_per_key() {
+        let mut s = RunSet::new(3);
+        assert!(s.insert(1, 5));
+        assert!(!s.insert(1, 5));
+        assert!(s.insert(1, 7));
+        assert!(!s.insert(1, 7));
+        assert_eq!(s.count(1), 2);
+        assert_eq!(s.count(0), 0);
+        assert!(s.contains(1, 7) && !s.contains(2, 7));
+        assert_eq!(s.runs(1).collect::<Vec<_>>(), vec![5, 7]);
+    }
+}

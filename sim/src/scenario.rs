@@ -1,0 +1,238 @@
+//! Fault scenarios: a TOML file fixes the system's shape and some fault
+//! rates; every fault left unset is drawn from the seed (swarm testing), so
+//! one scenario covers many fault mixes.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// A scenario as written in `scenarios/*.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in reports.
+    pub name: String,
+    /// Jobs in the sweep.
+    #[serde(default = "default_jobs")]
+    pub jobs: u64,
+    /// Worker hosts.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    /// Worker loops per host.
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// Simulated duration of one experiment, ms.
+    #[serde(default = "default_job_ms")]
+    pub job_ms: u64,
+    /// Visibility timeout of held jobs, ms.
+    #[serde(default = "default_visibility_ms")]
+    pub visibility_ms: u64,
+    /// Length of the fault phase, simulated ms.
+    #[serde(default = "default_fault_ms")]
+    pub fault_ms: u64,
+    /// After the fault phase, every job must be final within this long.
+    #[serde(default = "default_heal_ms")]
+    pub heal_ms: u64,
+    /// Faults; unset fields are drawn from the seed.
+    #[serde(default)]
+    pub faults: FaultSpec,
+}
+
+fn default_jobs() -> u64 {
+    2_000
+}
+fn default_workers() -> u32 {
+    3
+}
+fn default_slots() -> u32 {
+    4
+}
+fn default_job_ms() -> u64 {
+    20
+}
+fn default_visibility_ms() -> u64 {
+    10_000
+}
+fn default_fault_ms() -> u64 {
+    20_000
+}
+fn default_heal_ms() -> u64 {
+    600_000
+}
+
+/// Fault counts (over the fault phase) and rates (while it lasts).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Crashes of worker hosts.
+    pub worker_crashes: Option<u32>,
+    /// Crashes of the aggregator host.
+    pub aggregator_crashes: Option<u32>,
+    /// Crashes of the submitter host.
+    pub submitter_crashes: Option<u32>,
+    /// Crashes of the reconciler host.
+    pub reconciler_crashes: Option<u32>,
+    /// Two-way partitions between a role host and SQS or S3.
+    pub partitions: Option<u32>,
+    /// One-way partitions (requests or replies only).
+    pub oneway_partitions: Option<u32>,
+    /// Deletions of the work queue.
+    pub jobs_queue_deletions: Option<u32>,
+    /// Deletions of the results queue.
+    pub results_queue_deletions: Option<u32>,
+    /// Fraction of SQS/S3 replies dropped after the request was applied.
+    pub lost_reply_rate: Option<f64>,
+    /// Fraction of S3 calls failing with 5xx/SlowDown.
+    pub s3_error_rate: Option<f64>,
+    /// Fraction of SQS batch entries failing on their own.
+    pub sqs_entry_failure_rate: Option<f64>,
+    /// Fraction of SQS receives that also leave a copy visible.
+    pub duplicate_delivery_rate: Option<f64>,
+    /// Fraction of jobs that run longer than the visibility timeout.
+    pub slow_job_rate: Option<f64>,
+    /// Largest wall-clock skew of a host, ms.
+    pub clock_skew_ms: Option<u64>,
+}
+
+/// A scenario with every fault resolved to a number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The scenario's shape (its `faults` as written).
+    pub scenario: Scenario,
+    /// Worker crashes.
+    pub worker_crashes: u32,
+    /// Aggregator crashes.
+    pub aggregator_crashes: u32,
+    /// Submitter crashes.
+    pub submitter_crashes: u32,
+    /// Reconciler crashes.
+    pub reconciler_crashes: u32,
+    /// Two-way partitions.
+    pub partitions: u32,
+    /// One-way partitions.
+    pub oneway_partitions: u32,
+    /// Work-queue deletions.
+    pub jobs_queue_deletions: u32,
+    /// Results-queue deletions.
+    pub results_queue_deletions: u32,
+    /// Lost-reply rate.
+    pub lost_reply_rate: f64,
+    /// S3 error rate.
+    pub s3_error_rate: f64,
+    /// SQS per-entry failure rate.
+    pub sqs_entry_failure_rate: f64,
+    /// Duplicate delivery rate.
+    pub duplicate_delivery_rate: f64,
+    /// Slow job rate.
+    pub slow_job_rate: f64,
+    /// Clock skew bound, ms.
+    pub clock_skew_ms: u64,
+}
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ScenarioError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Scenario {
+    /// Read and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let err = |message: String| ScenarioError { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the scenario: {e}")))?;
+        let scenario: Scenario = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            err(format!("line {}: {}", line.unwrap_or(0), e.message().trim()))
+        })?;
+        scenario.validate().map_err(err)?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.jobs == 0 || self.workers == 0 || self.slots == 0 {
+            return Err("jobs, workers and slots must be at least 1".into());
+        }
+        if self.visibility_ms < 1000 {
+            return Err("visibility_ms must be at least 1000".into());
+        }
+        let rates = [
+            self.faults.lost_reply_rate,
+            self.faults.s3_error_rate,
+            self.faults.sqs_entry_failure_rate,
+            self.faults.duplicate_delivery_rate,
+            self.faults.slow_job_rate,
+        ];
+        if rates.iter().flatten().any(|r| !(0.0..=0.5).contains(r)) {
+            return Err("fault rates must lie between 0 and 0.5".into());
+        }
+        Ok(())
+    }
+
+    /// Resolve unset faults from `seed`. The draw is in a fixed field
+    /// order, so a seed always resolves a scenario the same way.
+    pub fn resolve(&self, seed: u64) -> Resolved {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ca1_ab1e);
+        let f = &self.faults;
+        let mut count = |v: Option<u32>, max: u32| v.unwrap_or_else(|| if rng.random_bool(0.5) { 0 } else { rng.random_range(0..=max) });
+        let worker_crashes = count(f.worker_crashes, 6);
+        let aggregator_crashes = count(f.aggregator_crashes, 3);
+        let submitter_crashes = count(f.submitter_crashes, 2);
+        let reconciler_crashes = count(f.reconciler_crashes, 2);
+        let partitions = count(f.partitions, 4);
+        let oneway_partitions = count(f.oneway_partitions, 3);
+        let jobs_queue_deletions = count(f.jobs_queue_deletions, 1);
+        let results_queue_deletions = count(f.results_queue_deletions, 1);
+        let mut rate = |v: Option<f64>, max: f64| v.unwrap_or_else(|| if rng.random_bool(0.5) { 0.0 } else { rng.random_range(0.0..max) });
+        let lost_reply_rate = rate(f.lost_reply_rate, 0.05);
+        let s3_error_rate = rate(f.s3_error_rate, 0.1);
+        let sqs_entry_failure_rate = rate(f.sqs_entry_failure_rate, 0.05);
+        let duplicate_delivery_rate = rate(f.duplicate_delivery_rate, 0.01);
+        let slow_job_rate = rate(f.slow_job_rate, 0.02);
+        let clock_skew_ms = f.clock_skew_ms.unwrap_or_else(|| if rng.random_bool(0.5) { 0 } else { rng.random_range(0..=60_000) });
+        Resolved {
+            scenario: self.clone(),
+            worker_crashes,
+            aggregator_crashes,
+            submitter_crashes,
+            reconciler_crashes,
+            partitions,
+            oneway_partitions,
+            jobs_queue_deletions,
+            results_queue_deletions,
+            lost_reply_rate,
+            s3_error_rate,
+            sqs_entry_failure_rate,
+            duplicate_delivery_rate,
+            slow_job_rate,
+            clock_skew_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_faults_are_drawn_from_the_seed_and_set_ones_are_kept() {
+        let s = Scenario {
+            name: "t".into(),
+            jobs: 10,
+            workers: 1,
+            slots: 1,
+            faults: FaultSpec { worker_crashes: Some(2), ..FaultSpec::default() },
+            ..Scenario::default()
+        };
+        let a = s.resolve(7);
+        assert_eq!(a, s.resolve(7));
+        assert_eq!(a.worker_crashes, 2);
+        let differs = (0..20).any(|seed| s.resolve(seed).partitions != a.partitions || s.resolve(seed).s3_error_rate != a.s3_error_rate);
+        assert!(differs, "the seed drives unset faults");
+    }
+}
