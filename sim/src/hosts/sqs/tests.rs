@@ -251,7 +251,7 @@ fn visibility_cannot_be_extended_past_twelve_hours_from_the_first_receive() {
     let r = m.receive(Q, 1, VISIBILITY_MAX_MS - 1_000, 0).unwrap().remove(0);
     let now_ms = VISIBILITY_MAX_MS - 2_000;
     let ok = m
-        .change_visibility_batch(Q, &[r.handle.clone()], 2_000, now_ms)
+        .change_visibility_batch(Q, std::slice::from_ref(&r.handle), 2_000, now_ms)
         .unwrap();
     assert!(ok[0].is_ok());
     let late = m.change_visibility_batch(Q, &[r.handle], 2_001, now_ms).unwrap();
