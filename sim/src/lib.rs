@@ -1,0 +1,23 @@
+//! The deterministic simulator for tally: tally's own protocol code runs in
+//! turmoil hosts that talk over a simulated network to simulated SQS and S3
+//! hosts, so partitions, lost replies and crashes hit the real code paths.
+//! One `u64` seed drives everything.
+//!
+//! # Layout
+//!
+//! - [`hosts`]: the simulated cloud as pure models with no I/O:
+//!   [`hosts::SqsModel`] (standard queues with AWS's worst-case semantics)
+//!   and [`hosts::S3Model`] (a strongly consistent bucket with create-only
+//!   writes). Both report ground truth to an observer.
+//! - [`net`]: the models served over turmoil's simulated UDP network, and the
+//!   clients the protocol code uses: [`net::SimQueue`] (a
+//!   [`tally::core::Queue`]) and [`net::SimStore`] (a
+//!   [`tally::core::BlobStore`]). Every call has a timeout; a lost request or
+//!   reply is a retryable error with an unknown outcome.
+//! - [`clock`]: [`clock::SimClock`], a [`tally::core::Clock`] on simulated
+//!   time with a fixed epoch and an adjustable skew.
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod hosts;
+pub mod net;

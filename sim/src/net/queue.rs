@@ -1,0 +1,333 @@
+//! The SQS host's serving loop, and [`SimQueue`], the protocol's client.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tally::core::{EntryError, Queue, QueueError, QueueStats, Received};
+use tokio::sync::Notify;
+use turmoil::net::UdpSocket;
+
+use super::rpc::{self, Caller, Lost};
+use super::wire::{from_wire_statuses, to_wire_statuses, WireQueueError, WireReceived, WireStatuses};
+use super::{RpcConfig, SharedSqs, SQS_PORT, WAIT_MAX_MS};
+use crate::clock::sim_now_ms;
+use crate::hosts::{QueueAttrs, SqsModel};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum SqsRequest {
+    Ensure {
+        queue: String,
+        attrs: QueueAttrs,
+    },
+    DeleteQueue {
+        queue: String,
+    },
+    Send {
+        queue: String,
+        bodies: Vec<String>,
+    },
+    Receive {
+        queue: String,
+        max: u32,
+        visibility_ms: u64,
+        wait_ms: u64,
+    },
+    Delete {
+        queue: String,
+        handles: Vec<String>,
+    },
+    ChangeVisibility {
+        queue: String,
+        handles: Vec<String>,
+        visibility_ms: u64,
+    },
+    Stats {
+        queue: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum SqsReply {
+    Done,
+    Entries(WireStatuses),
+    Received(Vec<WireReceived>),
+    Stats(QueueStats),
+    Failed(WireQueueError),
+}
+
+fn done(result: Result<(), QueueError>) -> SqsReply {
+    result.map_or_else(|e| SqsReply::Failed(e.into()), |()| SqsReply::Done)
+}
+
+fn entries(result: Result<Vec<Result<(), EntryError>>, QueueError>) -> SqsReply {
+    result.map_or_else(
+        |e| SqsReply::Failed(e.into()),
+        |s| SqsReply::Entries(to_wire_statuses(s)),
+    )
+}
+
+fn received(result: Result<Vec<Received>, QueueError>) -> SqsReply {
+    result.map_or_else(
+        |e| SqsReply::Failed(e.into()),
+        |got| SqsReply::Received(got.into_iter().map(Into::into).collect()),
+    )
+}
+
+/// Apply one request to the model at `now_ms`.
+fn apply(model: &mut SqsModel, request: SqsRequest, now_ms: u64) -> SqsReply {
+    match request {
+        SqsRequest::Ensure { queue, attrs } => done(model.ensure(&queue, &attrs, now_ms)),
+        SqsRequest::DeleteQueue { queue } => done(model.delete_queue(&queue, now_ms)),
+        SqsRequest::Send { queue, bodies } => entries(model.send_batch(&queue, &bodies, now_ms)),
+        SqsRequest::Receive {
+            queue,
+            max,
+            visibility_ms,
+            ..
+        } => received(model.receive(&queue, max as usize, visibility_ms, now_ms)),
+        SqsRequest::Delete { queue, handles } => entries(model.delete_batch(&queue, &handles, now_ms)),
+        SqsRequest::ChangeVisibility {
+            queue,
+            handles,
+            visibility_ms,
+        } => entries(model.change_visibility_batch(&queue, &handles, visibility_ms, now_ms)),
+        SqsRequest::Stats { queue } => model
+            .stats(&queue, now_ms)
+            .map_or_else(|e| SqsReply::Failed(e.into()), SqsReply::Stats),
+    }
+}
+
+/// Serve `model` on [`SQS_PORT`] of the current host until the host stops.
+/// Use as a host's software: `sim.host("sqs", move || serve_sqs(model.clone()))`.
+pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
+    let socket = Rc::new(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, SQS_PORT)).await?);
+    // Wakes parked long polls when messages may have become visible.
+    let changes = Rc::new(Notify::new());
+    loop {
+        let (frame, from) = rpc::recv_frame::<SqsRequest>(&socket).await?;
+        match frame.body {
+            SqsRequest::Receive {
+                queue,
+                max,
+                visibility_ms,
+                wait_ms,
+            } if wait_ms > 0 => {
+                let poll = LongPoll {
+                    model: Rc::clone(&model),
+                    socket: Rc::clone(&socket),
+                    changes: Rc::clone(&changes),
+                    from,
+                    id: frame.id,
+                    queue,
+                    max: max as usize,
+                    visibility_ms,
+                    deadline_ms: sim_now_ms() + wait_ms.min(WAIT_MAX_MS),
+                };
+                tokio::task::spawn_local(poll.run());
+            }
+            request => {
+                let wakes = matches!(request, SqsRequest::Send { .. } | SqsRequest::ChangeVisibility { .. });
+                let reply = apply(&mut model.borrow_mut(), request, sim_now_ms());
+                if wakes {
+                    changes.notify_waiters();
+                }
+                rpc::reply(&socket, from, frame.id, &reply);
+            }
+        }
+    }
+}
+
+/// A receive waiting inside the host for a message to become visible.
+struct LongPoll {
+    model: SharedSqs,
+    socket: Rc<UdpSocket>,
+    changes: Rc<Notify>,
+    from: SocketAddr,
+    id: u64,
+    queue: String,
+    max: usize,
+    visibility_ms: u64,
+    deadline_ms: u64,
+}
+
+impl LongPoll {
+    async fn run(self) {
+        loop {
+            let changed = self.changes.notified();
+            let now_ms = sim_now_ms();
+            let result = self
+                .model
+                .borrow_mut()
+                .receive(&self.queue, self.max, self.visibility_ms, now_ms);
+            let empty = matches!(&result, Ok(got) if got.is_empty());
+            if !empty || now_ms >= self.deadline_ms {
+                rpc::reply(&self.socket, self.from, self.id, &received(result));
+                return;
+            }
+            let next_ms = self
+                .model
+                .borrow_mut()
+                .next_visible_ms(&self.queue, now_ms)
+                .unwrap_or(self.deadline_ms)
+                .clamp(now_ms + 1, self.deadline_ms);
+            tokio::select! {
+                biased;
+                () = changed => {}
+                () = tokio::time::sleep(Duration::from_millis(next_ms - now_ms)) => {}
+            }
+        }
+    }
+}
+
+/// A queue on the simulated SQS host, as the protocol code sees it.
+#[derive(Debug)]
+pub struct SimQueue {
+    caller: Caller,
+    name: String,
+    attrs: QueueAttrs,
+}
+
+fn lost(e: Lost) -> QueueError {
+    match e {
+        Lost::Unknown { code, message } => QueueError::Retryable {
+            code: code.into(),
+            message,
+        },
+        Lost::TooLarge(len) => QueueError::Permanent {
+            code: "RequestTooLarge".into(),
+            message: format!("a {len}-byte request is over the simulator's frame limit"),
+        },
+    }
+}
+
+fn unexpected(reply: SqsReply) -> QueueError {
+    match reply {
+        SqsReply::Failed(e) => e.into(),
+        other => QueueError::Permanent {
+            code: "UnexpectedReply".into(),
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+impl SimQueue {
+    /// The queue `name` with `attrs` on the SQS host `rpc.host`.
+    pub fn new(rpc: RpcConfig, name: &str, attrs: QueueAttrs) -> Self {
+        Self {
+            caller: Caller::new(rpc, SQS_PORT),
+            name: name.into(),
+            attrs,
+        }
+    }
+
+    /// The attributes [`Queue::ensure`] creates the queue with.
+    pub fn attrs(&self) -> &QueueAttrs {
+        &self.attrs
+    }
+
+    /// Delete the queue and everything in it (an operator's mistake).
+    pub async fn delete_queue(&self) -> Result<(), QueueError> {
+        match self
+            .call(
+                SqsRequest::DeleteQueue {
+                    queue: self.name.clone(),
+                },
+                0,
+            )
+            .await?
+        {
+            SqsReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn call(&self, request: SqsRequest, wait_ms: u64) -> Result<SqsReply, QueueError> {
+        self.caller.call(&request, wait_ms).await.map_err(lost)
+    }
+
+    async fn call_entries(&self, request: SqsRequest) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        match self.call(request, 0).await? {
+            SqsReply::Entries(statuses) => Ok(from_wire_statuses(statuses)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for SimQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn ensure(&self) -> Result<(), QueueError> {
+        let request = SqsRequest::Ensure {
+            queue: self.name.clone(),
+            attrs: self.attrs.clone(),
+        };
+        match self.call(request, 0).await? {
+            SqsReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        self.call_entries(SqsRequest::Send {
+            queue: self.name.clone(),
+            bodies: bodies.to_vec(),
+        })
+        .await
+    }
+
+    async fn receive(&self, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Received>, QueueError> {
+        let wait_ms = wait_ms.min(WAIT_MAX_MS);
+        let request = SqsRequest::Receive {
+            queue: self.name.clone(),
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+            visibility_ms,
+            wait_ms,
+        };
+        match self.call(request, wait_ms).await? {
+            SqsReply::Received(got) => Ok(got.into_iter().map(Into::into).collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_batch(&self, handles: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        self.call_entries(SqsRequest::Delete {
+            queue: self.name.clone(),
+            handles: handles.to_vec(),
+        })
+        .await
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        handles: &[String],
+        visibility_ms: u64,
+    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        self.call_entries(SqsRequest::ChangeVisibility {
+            queue: self.name.clone(),
+            handles: handles.to_vec(),
+            visibility_ms,
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        match self
+            .call(
+                SqsRequest::Stats {
+                    queue: self.name.clone(),
+                },
+                0,
+            )
+            .await?
+        {
+            SqsReply::Stats(stats) => Ok(stats),
+            other => Err(unexpected(other)),
+        }
+    }
+}
