@@ -7,8 +7,11 @@
 //! `unexpected` (a recorded result nobody produced) — and says whether the
 //! report detected it. A violation is anything the promise forbids: a
 //! result the results queue accepted that vanished without a queue
-//! deletion to excuse it, a job or duplicate the report does not name, a
-//! phantom, a corrupted payload, or a job not final after the healed phase.
+//! deletion to excuse it, a job message consumed (deleted) without any
+//! result of it ever being accepted (catalogue failure 1, even when a
+//! resubmission later recovered the key), a job or duplicate the report
+//! does not name, a phantom, a corrupted payload, or a job not final after
+//! the healed phase.
 
 use std::collections::BTreeMap;
 
@@ -68,8 +71,9 @@ impl RecordSink for Recorder {
 /// One broken promise.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// What kind: `lost-result`, `lost-job`, `unreported-duplicate`,
-    /// `unexpected`, `corrupted`, `not-final`, `miscounted`.
+    /// What kind: `lost-result`, `lost-job`, `dropped-job`,
+    /// `unreported-duplicate`, `unexpected`, `corrupted`, `not-final`,
+    /// `miscounted`.
     pub kind: &'static str,
     /// The key, when one key is at fault.
     pub index: Option<u64>,
@@ -131,28 +135,66 @@ pub fn check(oracle: &Oracle, recorded: &Recorder, report: &Report, final_phase:
     for &(index, payload) in &recorded.payloads {
         let produced = oracle.produced[index as usize];
         if produced != payload {
-            v.flag("corrupted", Some(index), format!("recorded payload {payload:x}, the experiment produced {produced:x}"));
+            v.flag(
+                "corrupted",
+                Some(index),
+                format!("recorded payload {payload:x}, the experiment produced {produced:x}"),
+            );
         }
     }
     if recorded.phantoms > 0 || oracle.foreign_accepted > 0 {
         v.classes.unexpected += recorded.phantoms;
-        v.flag("unexpected", None, format!("{} phantom records, {} foreign results accepted", recorded.phantoms, oracle.foreign_accepted));
+        v.flag(
+            "unexpected",
+            None,
+            format!(
+                "{} phantom records, {} foreign results accepted",
+                recorded.phantoms, oracle.foreign_accepted
+            ),
+        );
+    }
+    for &(index, attempt) in &oracle.dropped {
+        v.flag(
+            "dropped-job",
+            Some(index),
+            format!("attempt {attempt}'s job message was deleted and no result of it was ever accepted"),
+        );
     }
     if final_phase && (report.missing > 0 || report.conflicts > 0) {
-        v.flag("not-final", None, format!("after the healed phase: {} missing, {} conflicts", report.missing, report.conflicts));
+        v.flag(
+            "not-final",
+            None,
+            format!(
+                "after the healed phase: {} missing, {} conflicts",
+                report.missing, report.conflicts
+            ),
+        );
     }
     v
 }
 
 fn check_counts(oracle: &Oracle, recorded: &Recorder, report: &Report, v: &mut Verdict) {
     if report.submitted != oracle.jobs {
-        v.flag("miscounted", None, format!("the report says {} submitted; {} were", report.submitted, oracle.jobs));
+        v.flag(
+            "miscounted",
+            None,
+            format!("the report says {} submitted; {} were", report.submitted, oracle.jobs),
+        );
     }
     let classes = report.done + report.failed + report.conflicts + report.missing;
     if classes != report.submitted {
-        v.flag("miscounted", None, format!("done+failed+conflicts+missing = {classes} != submitted {}", report.submitted));
+        v.flag(
+            "miscounted",
+            None,
+            format!(
+                "done+failed+conflicts+missing = {classes} != submitted {}",
+                report.submitted
+            ),
+        );
     }
-    let extra: u64 = (0..oracle.jobs).map(|i| recorded.runs.count(i).saturating_sub(1) as u64).sum();
+    let extra: u64 = (0..oracle.jobs)
+        .map(|i| recorded.runs.count(i).saturating_sub(1) as u64)
+        .sum();
     let conflict_extra: u64 = (0..oracle.jobs)
         .filter(|&i| recorded.classes[i as usize] == Some(KeyClass::Conflict))
         .map(|i| recorded.runs.count(i).saturating_sub(1) as u64)
@@ -161,7 +203,10 @@ fn check_counts(oracle: &Oracle, recorded: &Recorder, report: &Report, v: &mut V
         v.flag(
             "unreported-duplicate",
             None,
-            format!("{extra} extra runs recorded; the report counts {} (+{conflict_extra} in conflicts)", report.duplicate_runs),
+            format!(
+                "{extra} extra runs recorded; the report counts {} (+{conflict_extra} in conflicts)",
+                report.duplicate_runs
+            ),
         );
     }
 }
@@ -177,24 +222,38 @@ fn check_key(oracle: &Oracle, recorded: &Recorder, index: u64, v: &mut Verdict) 
         if oracle.destroyed.contains(&(index, run)) {
             lost_excused = true;
         } else {
-            v.flag("lost-result", Some(index), "the results queue accepted a result that was never recorded".into());
+            v.flag(
+                "lost-result",
+                Some(index),
+                "the results queue accepted a result that was never recorded".into(),
+            );
         }
     }
     for run in recorded.runs.runs(index) {
         if !oracle.accepted.contains(index, run) {
             v.classes.unexpected += 1;
-            v.flag("unexpected", Some(index), "a recorded run the results queue never accepted".into());
+            v.flag(
+                "unexpected",
+                Some(index),
+                "a recorded run the results queue never accepted".into(),
+            );
         }
     }
     match (recorded_runs, class) {
         (0, Some(KeyClass::Missing)) => v.classes.lost_detected += 1,
         (0, _) => {
             v.classes.lost_silent += 1;
-            v.flag("lost-job", Some(index), format!("no result, and the report classes it {class:?}"));
+            v.flag(
+                "lost-job",
+                Some(index),
+                format!("no result, and the report classes it {class:?}"),
+            );
         }
-        (_, Some(KeyClass::Missing)) | (_, None) => {
-            v.flag("miscounted", Some(index), format!("{recorded_runs} runs recorded, classed {class:?}"))
-        }
+        (_, Some(KeyClass::Missing)) | (_, None) => v.flag(
+            "miscounted",
+            Some(index),
+            format!("{recorded_runs} runs recorded, classed {class:?}"),
+        ),
         (1, _) if lost_excused => v.classes.recovered += 1,
         (1, _) => v.classes.ok += 1,
         (_, _) => v.classes.duplicated += 1,

@@ -16,8 +16,26 @@
 //!   reply is a retryable error with an unknown outcome.
 //! - [`clock`]: [`clock::SimClock`], a [`tally::core::Clock`] on simulated
 //!   time with a fixed epoch and an adjustable skew.
+//! - [`scenario`]: fault scenarios (`scenarios/*.toml`); unset faults are
+//!   drawn from the seed.
+//! - [`schedule`]: the exact faults of one run, drawn from a scenario and a
+//!   seed, written to and replayed from a file.
+//! - [`roles`]: the role hosts, each running tally's protocol code.
+//! - [`world`]: one run: hosts, fault driver, healing, final check.
+//! - [`oracle`], [`checker`]: ground truth, and its comparison with what the
+//!   system's own results and report say.
+//! - [`trace`]: the run's event hash, for determinism checks.
+//! - [`memstore`]: a frozen copy of the bucket for the final reconcile.
 #![deny(missing_docs)]
 
+pub mod checker;
 pub mod clock;
 pub mod hosts;
+pub mod memstore;
 pub mod net;
+pub mod oracle;
+pub mod roles;
+pub mod scenario;
+pub mod schedule;
+pub mod trace;
+pub mod world;

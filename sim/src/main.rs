@@ -1,1 +1,275 @@
-fn main() {}
+//! `tally-sim`: run tally's protocol under simulated faults, check
+//! exactly-once-or-detected, and replay any run exactly from its seed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tally::core::Policy;
+use tally_sim::scenario::Scenario;
+use tally_sim::schedule::Schedule;
+use tally_sim::trace::first_divergence;
+use tally_sim::world::{self, Outcome};
+
+/// Deterministic fault-injecting simulator for tally.
+#[derive(Debug, Parser)]
+#[command(name = "tally-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one seed of a scenario and check it.
+    Run(RunArgs),
+    /// Run a range of seeds and list the failing ones.
+    Sweep(SweepArgs),
+    /// Replay a run from a schedule file written by `run --schedule-out`.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// The scenario file.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Override the scenario's number of jobs.
+    #[arg(long)]
+    jobs: Option<u64>,
+    /// Protocol: real, or a planted bug the checker must catch.
+    #[arg(long, value_enum, default_value_t = Policy::Real)]
+    policy: Policy,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The seed.
+    #[arg(long)]
+    seed: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Run the seed twice and compare traces event by event.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Write the run's fault schedule (TOML) here.
+    #[arg(long)]
+    schedule_out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Seeds, as A..B (B excluded).
+    #[arg(long)]
+    seeds: String,
+    /// Stop starting new seeds after this many wall seconds.
+    #[arg(long)]
+    budget_s: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// A schedule file.
+    #[arg(long)]
+    schedule: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let result = match cli.command {
+        Command::Run(a) => run(a),
+        Command::Sweep(a) => sweep(a),
+        Command::Replay(a) => replay(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tally-sim: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(common: &Common) -> anyhow::Result<Scenario> {
+    let mut scenario = Scenario::load(&common.scenario)?;
+    if let Some(jobs) = common.jobs {
+        anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
+        scenario.jobs = jobs;
+    }
+    Ok(scenario)
+}
+
+fn replay_command(common: &Common, seed: u64) -> String {
+    let mut cmd = format!("tally-sim run --scenario {} --seed {seed}", common.scenario.display());
+    if common.policy != Policy::Real {
+        cmd.push_str(&format!(" --policy {}", common.policy.name()));
+    }
+    if let Some(jobs) = common.jobs {
+        cmd.push_str(&format!(" --jobs {jobs}"));
+    }
+    cmd
+}
+
+#[allow(clippy::disallowed_methods)] // wall time of the simulator itself, not simulated code
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = std::time::Instant::now();
+    let out = f();
+    (out, start.elapsed().as_secs_f64())
+}
+
+fn summary(schedule: &Schedule, out: &Outcome, wall_s: f64) -> serde_json::Value {
+    let r = &out.report;
+    serde_json::json!({
+        "scenario": schedule.resolved.scenario.name,
+        "seed": schedule.seed,
+        "policy": schedule.policy.name(),
+        "jobs": schedule.resolved.scenario.jobs,
+        "trace_hash": format!("{:016x}", out.trace_hash),
+        "trace_events": out.trace_events,
+        "faults": out.faults,
+        "finished": out.finished,
+        "sim_s": out.sim_ms as f64 / 1000.0,
+        "wall_s": (wall_s * 1000.0).round() / 1000.0,
+        "report": {
+            "submitted": r.submitted, "done": r.done, "failed": r.failed, "missing": r.missing,
+            "duplicates": r.duplicates, "duplicate_runs": r.duplicate_runs, "conflicts": r.conflicts,
+            "phantoms": r.phantoms, "redelivered": r.redelivered, "rounds": r.rounds, "resubmitted": r.resubmitted,
+        },
+        "classes": out.verdict.classes,
+        "violations": out.verdict.counts,
+        "first_violations": out.verdict.violations,
+        "passed": out.verdict.passed(),
+    })
+}
+
+fn print(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).expect("json"));
+        return;
+    }
+    let get = |k: &str| v[k].to_string();
+    println!(
+        "{} seed {} policy {}: {} ({} jobs, {} faults, {} sim s, {} wall s, trace {})",
+        v["scenario"].as_str().unwrap_or(""),
+        get("seed"),
+        v["policy"].as_str().unwrap_or(""),
+        if v["passed"] == true { "PASS" } else { "FAIL" },
+        get("jobs"),
+        get("faults"),
+        get("sim_s"),
+        get("wall_s"),
+        v["trace_hash"].as_str().unwrap_or(""),
+    );
+    println!("  report  {}", v["report"]);
+    println!("  classes {}", v["classes"]);
+    if v["passed"] != true {
+        println!("  violations {}", v["violations"]);
+        for f in v["first_violations"].as_array().into_iter().flatten() {
+            println!("    {f}");
+        }
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<u8> {
+    let scenario = load(&a.common)?;
+    let schedule = Schedule::draw(&scenario.resolve(a.seed), a.seed, a.common.policy);
+    if let Some(path) = &a.schedule_out {
+        std::fs::write(path, schedule.to_toml())?;
+    }
+    let (out, wall_s) = timed(|| world::run(&schedule, a.check_determinism));
+    let v = summary(&schedule, &out, wall_s);
+    print(&v, a.json);
+    if a.check_determinism {
+        let again = world::run(&schedule, true);
+        match first_divergence(
+            out.captured.as_deref().unwrap_or(&[]),
+            again.captured.as_deref().unwrap_or(&[]),
+        ) {
+            None if again.trace_hash == out.trace_hash => println!(
+                "deterministic: both runs have trace {:016x} ({} events)",
+                out.trace_hash, out.trace_events
+            ),
+            None => {
+                println!(
+                    "NOT deterministic: traces {:016x} and {:016x} differ past the captured events",
+                    out.trace_hash, again.trace_hash
+                );
+                return Ok(1);
+            }
+            Some(d) => {
+                println!("NOT deterministic: {d}");
+                return Ok(1);
+            }
+        }
+    }
+    if !out.verdict.passed() {
+        eprintln!("replay: {}", replay_command(&a.common, a.seed));
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| anyhow::anyhow!("--seeds takes A..B, not {s:?}"))?;
+    let (a, b): (u64, u64) = (a.parse()?, b.parse()?);
+    anyhow::ensure!(a < b, "--seeds {s}: the range is empty");
+    Ok((a, b))
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
+    let scenario = load(&a.common)?;
+    let (from, to) = parse_range(&a.seeds)?;
+    let mut failing = Vec::new();
+    let (ran, wall_s) = timed(|| {
+        let mut ran = 0;
+        #[allow(clippy::disallowed_methods)] // the budget is wall time of the sweep itself
+        let start = std::time::Instant::now();
+        for seed in from..to {
+            if a.budget_s.is_some_and(|b| start.elapsed().as_secs() >= b) {
+                break;
+            }
+            let schedule = Schedule::draw(&scenario.resolve(seed), seed, a.common.policy);
+            let out = world::run(&schedule, false);
+            ran += 1;
+            if !out.verdict.passed() {
+                println!("FAIL seed {seed}: {:?}", out.verdict.counts);
+                println!("  replay: {}", replay_command(&a.common, seed));
+                failing.push(seed);
+            }
+        }
+        ran
+    });
+    println!(
+        "{}: {ran} seeds from {from} in {wall_s:.1} s, {} failing{}",
+        scenario.name,
+        failing.len(),
+        if failing.is_empty() {
+            String::new()
+        } else {
+            format!(": {failing:?}")
+        }
+    );
+    Ok(u8::from(!failing.is_empty()))
+}
+
+fn replay(a: ReplayArgs) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(&a.schedule)?;
+    let schedule = Schedule::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.schedule.display()))?;
+    let (out, wall_s) = timed(|| world::run(&schedule, false));
+    print(&summary(&schedule, &out, wall_s), a.json);
+    Ok(u8::from(!out.verdict.passed()))
+}

@@ -25,7 +25,10 @@ pub struct RunSet {
 impl RunSet {
     /// A set for keys `0..keys`.
     pub fn new(keys: u64) -> Self {
-        Self { first: vec![0; keys as usize], more: BTreeMap::new() }
+        Self {
+            first: vec![0; keys as usize],
+            more: BTreeMap::new(),
+        }
     }
 
     /// Add `run` to key `index`; true if it was new.
@@ -59,7 +62,10 @@ impl RunSet {
     /// Every run of key `index`.
     pub fn runs(&self, index: u64) -> impl Iterator<Item = u64> + '_ {
         let first = self.first[index as usize];
-        (first != 0).then_some(first).into_iter().chain(self.more.get(&index).into_iter().flatten().copied())
+        (first != 0)
+            .then_some(first)
+            .into_iter()
+            .chain(self.more.get(&index).into_iter().flatten().copied())
     }
 }
 
@@ -84,6 +90,14 @@ pub struct Oracle {
     pub foreign_accepted: u64,
     /// Queue deletions that happened.
     pub queue_deletions: u64,
+    /// The work queue's name.
+    pub jobs_queue: String,
+    /// Job messages a consumer deleted, as (key, attempt), while no result
+    /// of that attempt had been accepted; removed when one is.
+    pub dropped: BTreeSet<(u64, u32)>,
+    /// (key, attempt) pairs with an accepted result, kept only while a
+    /// drop is possible: the real protocol deletes after acceptance.
+    answered: BTreeSet<(u64, u32)>,
 }
 
 /// A shared oracle.
@@ -91,7 +105,7 @@ pub type SharedOracle = Arc<Mutex<Oracle>>;
 
 impl Oracle {
     /// An oracle for a sweep of `jobs` jobs.
-    pub fn new(sweep: &str, jobs: u64, results_queue: &str) -> Self {
+    pub fn new(sweep: &str, jobs: u64, jobs_queue: &str, results_queue: &str) -> Self {
         Self {
             jobs,
             sweep: sweep.to_owned(),
@@ -102,6 +116,9 @@ impl Oracle {
             destroyed: BTreeSet::new(),
             foreign_accepted: 0,
             queue_deletions: 0,
+            jobs_queue: jobs_queue.to_owned(),
+            dropped: BTreeSet::new(),
+            answered: BTreeSet::new(),
         }
     }
 
@@ -135,8 +152,26 @@ impl Oracle {
         match self.result_key(queue, body) {
             Some((index, run)) => {
                 self.accepted.insert(index, run);
+                if let Ok(r) = ResultMessage::decode(body) {
+                    self.dropped.remove(&(index, r.attempt));
+                    self.answered.insert((index, r.attempt));
+                }
             }
             None => self.foreign_accepted += 1,
+        }
+    }
+
+    /// A consumer deleted a message by its current handle. A job deleted
+    /// before any result of its attempt was accepted may have been
+    /// dropped: it stays suspect until such a result arrives.
+    pub fn deleted(&mut self, queue: &str, body: &str) {
+        if queue != self.jobs_queue {
+            return;
+        }
+        if let Ok(job) = tally::core::JobMessage::decode(body) {
+            if job.sweep == self.sweep && !self.answered.contains(&(job.index, job.attempt)) {
+                self.dropped.insert((job.index, job.attempt));
+            }
         }
     }
 
@@ -148,16 +183,37 @@ impl Oracle {
     }
 }
 
-/// Feeds the simulated SQS host's events to the oracle.
-pub struct SqsWitness(pub SharedOracle);
+/// Feeds the simulated SQS host's events to the oracle and the trace.
+pub struct SqsWitness(pub SharedOracle, pub crate::trace::SharedTrace);
+
+impl SqsWitness {
+    fn note(&self, what: &str, queue: &str, body: &str) {
+        let now = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+        self.1
+            .lock()
+            .expect("trace lock")
+            .event(now, what, &format!("{queue} {body}"));
+    }
+}
 
 impl crate::hosts::sqs::SqsObserver for SqsWitness {
     fn accepted(&mut self, queue: &str, body: &str) {
+        self.note("accepted", queue, body);
         self.0.lock().expect("oracle lock").accepted(queue, body);
     }
 
+    fn deleted(&mut self, queue: &str, body: &str) {
+        self.note("deleted", queue, body);
+        self.0.lock().expect("oracle lock").deleted(queue, body);
+    }
+
     fn destroyed(&mut self, queue: &str, body: &str) {
+        self.note("destroyed", queue, body);
         self.0.lock().expect("oracle lock").destroyed(queue, body);
+    }
+
+    fn delivered(&mut self, queue: &str, body: &str, receive_count: u32) {
+        self.note("delivered", queue, &format!("{receive_count} {body}"));
     }
 }
 

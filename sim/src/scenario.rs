@@ -144,7 +144,10 @@ pub struct ScenarioError {
 impl Scenario {
     /// Read and validate a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let err = |message: String| ScenarioError { path: path.display().to_string(), message };
+        let err = |message: String| ScenarioError {
+            path: path.display().to_string(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the scenario: {e}")))?;
         let scenario: Scenario = toml::from_str(&text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
@@ -179,7 +182,15 @@ impl Scenario {
     pub fn resolve(&self, seed: u64) -> Resolved {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ca1_ab1e);
         let f = &self.faults;
-        let mut count = |v: Option<u32>, max: u32| v.unwrap_or_else(|| if rng.random_bool(0.5) { 0 } else { rng.random_range(0..=max) });
+        let mut count = |v: Option<u32>, max: u32| {
+            v.unwrap_or_else(|| {
+                if rng.random_bool(0.5) {
+                    0
+                } else {
+                    rng.random_range(0..=max)
+                }
+            })
+        };
         let worker_crashes = count(f.worker_crashes, 6);
         let aggregator_crashes = count(f.aggregator_crashes, 3);
         let submitter_crashes = count(f.submitter_crashes, 2);
@@ -188,13 +199,27 @@ impl Scenario {
         let oneway_partitions = count(f.oneway_partitions, 3);
         let jobs_queue_deletions = count(f.jobs_queue_deletions, 1);
         let results_queue_deletions = count(f.results_queue_deletions, 1);
-        let mut rate = |v: Option<f64>, max: f64| v.unwrap_or_else(|| if rng.random_bool(0.5) { 0.0 } else { rng.random_range(0.0..max) });
+        let mut rate = |v: Option<f64>, max: f64| {
+            v.unwrap_or_else(|| {
+                if rng.random_bool(0.5) {
+                    0.0
+                } else {
+                    rng.random_range(0.0..max)
+                }
+            })
+        };
         let lost_reply_rate = rate(f.lost_reply_rate, 0.05);
         let s3_error_rate = rate(f.s3_error_rate, 0.1);
         let sqs_entry_failure_rate = rate(f.sqs_entry_failure_rate, 0.05);
         let duplicate_delivery_rate = rate(f.duplicate_delivery_rate, 0.01);
         let slow_job_rate = rate(f.slow_job_rate, 0.02);
-        let clock_skew_ms = f.clock_skew_ms.unwrap_or_else(|| if rng.random_bool(0.5) { 0 } else { rng.random_range(0..=60_000) });
+        let clock_skew_ms = f.clock_skew_ms.unwrap_or_else(|| {
+            if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(0..=60_000)
+            }
+        });
         Resolved {
             scenario: self.clone(),
             worker_crashes,
@@ -226,13 +251,17 @@ mod tests {
             jobs: 10,
             workers: 1,
             slots: 1,
-            faults: FaultSpec { worker_crashes: Some(2), ..FaultSpec::default() },
+            faults: FaultSpec {
+                worker_crashes: Some(2),
+                ..FaultSpec::default()
+            },
             ..Scenario::default()
         };
         let a = s.resolve(7);
         assert_eq!(a, s.resolve(7));
         assert_eq!(a.worker_crashes, 2);
-        let differs = (0..20).any(|seed| s.resolve(seed).partitions != a.partitions || s.resolve(seed).s3_error_rate != a.s3_error_rate);
+        let differs = (0..20)
+            .any(|seed| s.resolve(seed).partitions != a.partitions || s.resolve(seed).s3_error_rate != a.s3_error_rate);
         assert!(differs, "the seed drives unset faults");
     }
 }

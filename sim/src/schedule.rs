@@ -93,9 +93,12 @@ impl Schedule {
         let s = &resolved.scenario;
         let span = s.fault_ms.max(1);
         let mut events = Vec::new();
-        let mut crash = |rng: &mut ChaCha8Rng, host: String| Event {
+        let crash = |rng: &mut ChaCha8Rng, host: String| Event {
             at_ms: rng.random_range(0..span),
-            fault: Fault::Crash { host, down_ms: rng.random_range(100..5_000) },
+            fault: Fault::Crash {
+                host,
+                down_ms: rng.random_range(100..5_000),
+            },
         };
         for _ in 0..resolved.worker_crashes {
             let k = rng.random_range(0..s.workers);
@@ -118,20 +121,46 @@ impl Schedule {
             for _ in 0..n {
                 let role = roles[rng.random_range(0..roles.len())].clone();
                 let service = if rng.random_bool(0.7) { hosts::SQS } else { hosts::S3 }.to_owned();
-                let (a, b) = if oneway && rng.random_bool(0.5) { (service, role) } else { (role, service) };
+                let (a, b) = if oneway && rng.random_bool(0.5) {
+                    (service, role)
+                } else {
+                    (role, service)
+                };
                 events.push(Event {
                     at_ms: rng.random_range(0..span),
-                    fault: Fault::Partition { a, b, ms: rng.random_range(200..8_000), oneway },
+                    fault: Fault::Partition {
+                        a,
+                        b,
+                        ms: rng.random_range(200..8_000),
+                        oneway,
+                    },
                 });
             }
         }
-        for (n, queue) in [(resolved.jobs_queue_deletions, JOBS_QUEUE), (resolved.results_queue_deletions, RESULTS_QUEUE)] {
+        for (n, queue) in [
+            (resolved.jobs_queue_deletions, JOBS_QUEUE),
+            (resolved.results_queue_deletions, RESULTS_QUEUE),
+        ] {
             for _ in 0..n {
-                events.push(Event { at_ms: rng.random_range(0..span), fault: Fault::DeleteQueue { queue: queue.to_owned() } });
+                events.push(Event {
+                    at_ms: rng.random_range(0..span),
+                    fault: Fault::DeleteQueue {
+                        queue: queue.to_owned(),
+                    },
+                });
             }
         }
-        events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| format!("{:?}", a.fault).cmp(&format!("{:?}", b.fault))));
-        Self { seed, policy, resolved: resolved.clone(), events }
+        events.sort_by(|a, b| {
+            a.at_ms
+                .cmp(&b.at_ms)
+                .then_with(|| format!("{:?}", a.fault).cmp(&format!("{:?}", b.fault)))
+        });
+        Self {
+            seed,
+            policy,
+            resolved: resolved.clone(),
+            events,
+        }
     }
 
     /// The schedule as TOML.
@@ -152,7 +181,15 @@ mod tests {
 
     #[test]
     fn a_schedule_is_a_function_of_the_seed_and_round_trips_through_toml() {
-        let scenario = Scenario { name: "t".into(), jobs: 10, workers: 2, slots: 1, fault_ms: 10_000, faults: FaultSpec::default(), ..Scenario::default() };
+        let scenario = Scenario {
+            name: "t".into(),
+            jobs: 10,
+            workers: 2,
+            slots: 1,
+            fault_ms: 10_000,
+            faults: FaultSpec::default(),
+            ..Scenario::default()
+        };
         let resolved = scenario.resolve(3);
         let a = Schedule::draw(&resolved, 3, tally::core::Policy::Real);
         assert_eq!(a, Schedule::draw(&resolved, 3, tally::core::Policy::Real));

@@ -127,13 +127,7 @@ impl ResultMessage {
     /// stdout), not of when or where it ran. Two runs of a deterministic
     /// experiment have equal payload hashes; a difference is a conflict.
     pub fn payload_hash(&self) -> u64 {
-        let canonical = serde_json::json!([
-            self.outcome.status,
-            self.outcome.exit_code,
-            self.outcome.metrics,
-            self.outcome.stdout,
-        ]);
-        xxhash_rust::xxh3::xxh3_64(canonical.to_string().as_bytes())
+        self.outcome.payload_hash()
     }
 }
 

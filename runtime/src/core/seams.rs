@@ -205,6 +205,15 @@ pub struct Outcome {
     pub stderr_tail: String,
 }
 
+impl Outcome {
+    /// A hash of what the experiment produced (status, exit code, metrics,
+    /// stdout): equal for two runs of a deterministic experiment.
+    pub fn payload_hash(&self) -> u64 {
+        let canonical = serde_json::json!([self.status, self.exit_code, self.metrics, self.stdout]);
+        xxhash_rust::xxh3::xxh3_64(canonical.to_string().as_bytes())
+    }
+}
+
 /// Runs one job. Implementations must not panic on bad jobs: a failure is
 /// an [`Outcome`] with a failed status.
 #[async_trait]

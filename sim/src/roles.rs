@@ -1,0 +1,290 @@
+//! The role hosts: each runs tally's own protocol code (submitter, workers,
+//! aggregator, reconciler) over the simulated cloud. A role that fails is
+//! restarted after a pause, as a service manager would.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tally::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
+use tally::core::manifest::ManifestCache;
+use tally::core::reconciler::{reconcile, KeyClass, RecordSink, Verdict};
+use tally::core::retry::{CallError, Calls};
+use tally::core::submitter::{MemSendLog, SubmitStats, Submitter};
+use tally::core::worker::{Worker, WorkerConfig, WorkerStats};
+use tally::core::{Clock, Experiment, JobSpec, Outcome, Policy, Queue, ResultMessage, Shutdown};
+use tally::experiment::Synthetic;
+use tally::sweep::Sweep;
+
+use crate::clock::SimClock;
+use crate::oracle::SharedOracle;
+use crate::scenario::Scenario;
+use crate::schedule::hosts;
+use crate::world::{queues, store};
+
+/// What every role host shares; lives outside the host futures.
+pub struct Ctx {
+    /// The sweep.
+    pub sweep: Sweep,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Which protocol the roles follow.
+    pub policy: Policy,
+    /// The run's seed.
+    pub seed: u64,
+    /// Largest clock skew.
+    pub skew_ms: u64,
+    /// Fraction of jobs that outlive their visibility timeout.
+    pub slow_job_rate: f64,
+    /// Ground truth.
+    pub oracle: SharedOracle,
+    /// The submitter's progress, on its durable disk.
+    pub submit_log: Arc<MemSendLog>,
+    /// The reconciler's resubmission progress, on its durable disk.
+    pub resubmit_log: Arc<MemSendLog>,
+    /// Starts per host, so every incarnation has its own id.
+    pub incarnations: RefCell<BTreeMap<String, u32>>,
+    /// Set by the reconciler once every job is final after the faults.
+    pub done: Cell<bool>,
+}
+
+impl Ctx {
+    fn incarnation(&self, host: &str) -> u32 {
+        let mut map = self.incarnations.borrow_mut();
+        let n = map.entry(host.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// A host's clock, skewed by an amount drawn from the seed and host.
+    fn clock(&self, host: &str) -> Arc<SimClock> {
+        if self.skew_ms == 0 {
+            return Arc::new(SimClock::new());
+        }
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(host.as_bytes(), self.seed);
+        let skew = (h % (2 * self.skew_ms + 1)) as i64 - self.skew_ms as i64;
+        Arc::new(SimClock::with_skew_ms(skew))
+    }
+}
+
+fn never() -> Shutdown {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+/// Run `role` until it succeeds, pausing a second after each failure.
+async fn supervise<F, Fut>(clock: &dyn Clock, mut role: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), CallError>>,
+{
+    while let Err(e) = role().await {
+        tracing::debug!(error = %e, "role failed; restarting it");
+        clock.sleep(1_000).await;
+    }
+}
+
+/// Add every role host to `sim`.
+pub fn add_hosts(sim: &mut turmoil::Sim<'_>, ctx: &Rc<Ctx>) {
+    let c = ctx.clone();
+    sim.host(hosts::SUBMITTER, move || submitter(c.clone()));
+    for k in 0..ctx.scenario.workers {
+        let c = ctx.clone();
+        sim.host(hosts::worker(k), move || worker(c.clone(), k));
+    }
+    let c = ctx.clone();
+    sim.host(hosts::AGGREGATOR, move || aggregator(c.clone()));
+    let c = ctx.clone();
+    sim.host(hosts::RECONCILER, move || reconciler(c.clone()));
+}
+
+async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
+    let clock = ctx.clock(hosts::SUBMITTER);
+    let (jobs, results, dead) = queues(ctx.scenario.visibility_ms);
+    let submitter = Submitter {
+        jobs: jobs.clone(),
+        store: store(),
+        clock: clock.clone(),
+        log: ctx.submit_log.clone(),
+        policy: ctx.policy,
+        stats: Arc::new(SubmitStats::default()),
+    };
+    let stop = never();
+    supervise(&*clock, || async {
+        for q in [&dead, &jobs, &results] {
+            let calls = Calls {
+                queue: &**q,
+                clock: &*clock,
+                policy: ctx.policy,
+                shutdown: &stop,
+            };
+            calls.call(|| q.ensure()).await?;
+        }
+        submitter.submit(&ctx.sweep, &stop).await.map(|_| ())
+    })
+    .await;
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
+    let host = hosts::worker(k);
+    let id = format!("{host}.{}", ctx.incarnation(&host));
+    let clock = ctx.clock(&host);
+    let (jobs, results, _) = queues(ctx.scenario.visibility_ms);
+    let experiment: Arc<dyn Experiment> = Arc::new(SimExperiment {
+        clock: clock.clone(),
+        oracle: ctx.oracle.clone(),
+        job_ms: ctx.scenario.job_ms,
+        slow_ms: ctx.scenario.visibility_ms * 5 / 2,
+        slow_rate: ctx.slow_job_rate,
+        seed: ctx.seed,
+    });
+    let manifests = Arc::new(ManifestCache::new(Arc::new(move |_: &Sweep| experiment.clone())));
+    let w = Arc::new(Worker {
+        jobs,
+        results,
+        store: store(),
+        clock: clock.clone(),
+        manifests,
+        config: WorkerConfig {
+            visibility_ms: ctx.scenario.visibility_ms,
+            wait_ms: 5_000,
+            result_flush_ms: 500,
+            policy: ctx.policy,
+            ..WorkerConfig::new(id)
+        },
+        stats: Arc::new(WorkerStats::default()),
+    });
+    let mut set = tokio::task::JoinSet::new();
+    for slot in 0..ctx.scenario.slots as usize {
+        let (w, clock) = (w.clone(), clock.clone());
+        set.spawn(async move {
+            let stop = never();
+            supervise(&*clock, || w.run(slot, stop.clone())).await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
+    let id = format!("aggregator.{}", ctx.incarnation(hosts::AGGREGATOR));
+    let clock = ctx.clock(hosts::AGGREGATOR);
+    let (_, results, _) = queues(ctx.scenario.visibility_ms);
+    let a = Aggregator {
+        results,
+        store: store(),
+        clock: clock.clone(),
+        config: AggregatorConfig {
+            visibility_ms: ctx.scenario.visibility_ms * 2,
+            wait_ms: 5_000,
+            segment_records_max: 5_000,
+            segment_age_max_ms: 2_000,
+            policy: ctx.policy,
+            ..AggregatorConfig::new(id)
+        },
+        stats: Arc::new(AggregatorStats::default()),
+    };
+    supervise(&*clock, || a.run(never())).await;
+    Ok(())
+}
+
+/// Collects missing keys for resubmission.
+#[derive(Default)]
+struct Missing(Vec<u64>);
+
+impl RecordSink for Missing {
+    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
+    fn class(&mut self, index: u64, class: KeyClass, _: u32) {
+        if class == KeyClass::Missing {
+            self.0.push(index);
+        }
+    }
+}
+
+/// Every few seconds: once both queues have looked drained twice in a row,
+/// reconcile; resubmit what is missing; after the fault phase, declare the
+/// run done when nothing is missing.
+async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
+    let clock = ctx.clock(hosts::RECONCILER);
+    let (jobs, results, _) = queues(ctx.scenario.visibility_ms);
+    let store = store();
+    let resubmitter = Submitter {
+        jobs: jobs.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+        log: ctx.resubmit_log.clone(),
+        policy: ctx.policy,
+        stats: Arc::new(SubmitStats::default()),
+    };
+    let stop = never();
+    let id = ctx.sweep.id();
+    let mut quiet = 0;
+    loop {
+        clock.sleep(5_000).await;
+        let drained = matches!(jobs.stats().await, Ok(s) if s.is_drained())
+            && matches!(results.stats().await, Ok(s) if s.is_drained());
+        quiet = if drained { quiet + 1 } else { 0 };
+        if quiet < 2 {
+            continue;
+        }
+        let mut missing = Missing::default();
+        let Ok(report) = reconcile(&*store, &*clock, &stop, ctx.policy, &id, &mut missing).await else {
+            continue;
+        };
+        if !missing.0.is_empty() {
+            let _ = resubmitter.resubmit(&id, &missing.0, &stop).await;
+            quiet = 0;
+            continue;
+        }
+        if report.missing == 0 && clock.mono_ms() >= ctx.scenario.fault_ms {
+            ctx.done.set(true);
+        }
+    }
+}
+
+/// The experiment in the simulation: the built-in synthetic function, with
+/// every run and every payload it produces reported to the oracle.
+pub struct SimExperiment {
+    /// Simulated time.
+    pub clock: Arc<SimClock>,
+    /// Ground truth.
+    pub oracle: SharedOracle,
+    /// Duration of one job.
+    pub job_ms: u64,
+    /// Duration of a slow job.
+    pub slow_ms: u64,
+    /// Fraction of slow jobs.
+    pub slow_rate: f64,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+#[async_trait]
+impl Experiment for SimExperiment {
+    async fn run(&self, job: &JobSpec) -> Outcome {
+        self.oracle.lock().expect("oracle lock").started(job.index);
+        let draw = xxhash_rust::xxh3::xxh3_64_with_seed(&job.index.to_le_bytes(), self.seed) as f64 / u64::MAX as f64;
+        let ms = if draw < self.slow_rate {
+            self.slow_ms
+        } else {
+            self.job_ms
+        };
+        let inner = Synthetic {
+            clock: self.clock.clone(),
+            sleep_ms: ms,
+            fail_every: 0,
+        };
+        let outcome = inner.run(job).await;
+        self.oracle
+            .lock()
+            .expect("oracle lock")
+            .produced(job.index, outcome.payload_hash());
+        outcome
+    }
+}

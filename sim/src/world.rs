@@ -1,0 +1,317 @@
+//! One simulated run: the simulated cloud, the role hosts running tally's
+//! own protocol code, the fault driver, and the final check.
+//!
+//! Hosts: `sqs` and `s3` (the cloud, never crashed: their state is the
+//! durable cloud), `submitter`, `worker-0..`, `aggregator` and
+//! `reconciler`. A crash loses a role host's memory; durable state lives
+//! outside the host future only where production keeps it on a disk that
+//! survives (the submitter's send log). After the fault phase the network
+//! heals, crashed hosts restart, fault rates drop to zero, and every job
+//! must become final before the heal deadline.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tally::core::reconciler::{reconcile, Report};
+use tally::core::submitter::MemSendLog;
+use tally::sweep::{ExperimentSpec, Sweep};
+
+use crate::checker::{check, Recorder, Verdict};
+use crate::hosts::{QueueAttrs, S3Faults, S3Model, SqsFaults, SqsModel};
+use crate::net::{serve_s3, serve_sqs, sim_builder, RpcConfig, SimQueue, SimStore};
+use crate::oracle::{Oracle, SharedOracle};
+use crate::roles::{self, Ctx};
+use crate::schedule::{hosts, Fault, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
+use crate::trace::{SharedTrace, Trace};
+
+/// What one run found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The final reconciliation report.
+    pub report: Report,
+    /// The checker's verdict.
+    pub verdict: Verdict,
+    /// Hash of every ground-truth event.
+    pub trace_hash: u64,
+    /// Events in the trace.
+    pub trace_events: u64,
+    /// Captured trace, when asked for.
+    pub captured: Option<Vec<String>>,
+    /// Simulated time at the end, ms.
+    pub sim_ms: u64,
+    /// Whether every job became final before the heal deadline.
+    pub finished: bool,
+    /// Faults applied.
+    pub faults: usize,
+}
+
+/// The sweep every simulated run submits.
+pub fn sweep_for(schedule: &Schedule) -> Sweep {
+    let s = &schedule.resolved.scenario;
+    let name: String = s
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    Sweep {
+        name: if name.is_empty() { "sim".into() } else { name },
+        runs: s.jobs,
+        timeout_s: 3600,
+        max_attempts: 5,
+        experiment: ExperimentSpec {
+            command: None,
+            workdir: None,
+            builtin: Some("synthetic".into()),
+            sleep_ms: s.job_ms,
+            fail_every: 0,
+        },
+        grid: BTreeMap::new(),
+        settings: Vec::new(),
+    }
+}
+
+/// Run `schedule` to the end and check it.
+pub fn run(schedule: &Schedule, capture: bool) -> Outcome {
+    let s = schedule.resolved.scenario.clone();
+    let sweep = sweep_for(schedule);
+    let oracle: SharedOracle = Arc::new(Mutex::new(Oracle::new(&sweep.id(), s.jobs, JOBS_QUEUE, RESULTS_QUEUE)));
+    let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(capture)));
+    let r = &schedule.resolved;
+    let sqs = Rc::new(RefCell::new(SqsModel::new(
+        schedule.seed,
+        SqsFaults {
+            duplicate_rate: r.duplicate_delivery_rate,
+            entry_failure_rate: r.sqs_entry_failure_rate,
+        },
+    )));
+    sqs.borrow_mut()
+        .set_observer(Box::new(crate::oracle::SqsWitness(oracle.clone(), trace.clone())));
+    let s3 = Rc::new(RefCell::new(S3Model::new(
+        schedule.seed ^ 0x53,
+        S3Faults {
+            error_before_rate: r.s3_error_rate / 2.0,
+            error_after_rate: r.s3_error_rate / 2.0,
+        },
+    )));
+    let mut builder = sim_builder(schedule.seed);
+    builder
+        .simulation_duration(Duration::from_millis(s.fault_ms + s.heal_ms + 120_000))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(40));
+    let mut sim = builder.build();
+    {
+        let m = sqs.clone();
+        sim.host(hosts::SQS, move || serve_sqs(m.clone()));
+        let m = s3.clone();
+        sim.host(hosts::S3, move || serve_s3(m.clone()));
+    }
+    let ctx = Rc::new(Ctx {
+        sweep,
+        scenario: s.clone(),
+        policy: schedule.policy,
+        seed: schedule.seed,
+        skew_ms: r.clock_skew_ms,
+        slow_job_rate: r.slow_job_rate,
+        oracle: oracle.clone(),
+        submit_log: Arc::new(MemSendLog::default()),
+        resubmit_log: Arc::new(MemSendLog::default()),
+        incarnations: RefCell::new(BTreeMap::new()),
+        done: Cell::new(false),
+    });
+    roles::add_hosts(&mut sim, &ctx);
+    let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace);
+    drop(sim);
+    let report_and_recorder = final_reconcile(&ctx, &s3);
+    let (report, recorder) = report_and_recorder;
+    let verdict = check(&oracle.lock().expect("oracle lock"), &recorder, &report, true);
+    let mut t = trace.lock().expect("trace lock");
+    Outcome {
+        report,
+        verdict,
+        trace_hash: t.hash,
+        trace_events: t.events,
+        captured: t.captured.take(),
+        sim_ms,
+        finished,
+        faults,
+    }
+}
+
+/// Step the simulation, applying faults when due, healing after the fault
+/// phase, until every job is final or the heal deadline passes.
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    schedule: &Schedule,
+    ctx: &Ctx,
+    sqs: &Rc<RefCell<SqsModel>>,
+    s3: &Rc<RefCell<S3Model>>,
+    trace: &SharedTrace,
+) -> (bool, u64, usize) {
+    let s = &schedule.resolved.scenario;
+    let lost_reply_rate = schedule.resolved.lost_reply_rate;
+    if lost_reply_rate > 0.0 {
+        sim.set_fail_rate(lost_reply_rate);
+    }
+    let mut next = 0;
+    let mut restarts: Vec<(u64, String)> = Vec::new();
+    let mut repairs: Vec<(u64, String, String, bool)> = Vec::new();
+    let mut healed = false;
+    let deadline = s.fault_ms + s.heal_ms;
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        while next < schedule.events.len() && schedule.events[next].at_ms <= now {
+            let e = &schedule.events[next];
+            trace
+                .lock()
+                .expect("trace lock")
+                .event(now, "fault", &format!("{:?}", e.fault));
+            apply(sim, &e.fault, now, sqs, &mut restarts, &mut repairs);
+            next += 1;
+        }
+        restarts.retain(|(at, host)| {
+            if *at <= now {
+                sim.bounce(host.as_str());
+                false
+            } else {
+                true
+            }
+        });
+        repairs.retain(|(at, a, b, oneway)| {
+            if *at <= now {
+                if *oneway {
+                    sim.repair_oneway(a.as_str(), b.as_str());
+                } else {
+                    sim.repair(a.as_str(), b.as_str());
+                }
+                false
+            } else {
+                true
+            }
+        });
+        if !healed && now >= s.fault_ms {
+            healed = true;
+            heal(sim, sqs, s3, &mut restarts, &mut repairs);
+            trace.lock().expect("trace lock").event(now, "heal", "");
+        }
+        if healed && ctx.done.get() {
+            return (true, now, next);
+        }
+        if now >= deadline {
+            return (false, now, next);
+        }
+        if let Err(e) = sim.step() {
+            // A host's software failed outright: that is a finding too.
+            trace
+                .lock()
+                .expect("trace lock")
+                .event(now, "host-error", &e.to_string());
+            return (false, now, next);
+        }
+    }
+}
+
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Fault,
+    now: u64,
+    sqs: &Rc<RefCell<SqsModel>>,
+    restarts: &mut Vec<(u64, String)>,
+    repairs: &mut Vec<(u64, String, String, bool)>,
+) {
+    match fault {
+        Fault::Crash { host, down_ms } => {
+            if sim.is_host_running(host.as_str()) {
+                sim.crash(host.as_str());
+                restarts.push((now + down_ms, host.clone()));
+            }
+        }
+        Fault::Partition { a, b, ms, oneway } => {
+            if *oneway {
+                sim.partition_oneway(a.as_str(), b.as_str());
+            } else {
+                sim.partition(a.as_str(), b.as_str());
+            }
+            repairs.push((now + ms, a.clone(), b.clone(), *oneway));
+        }
+        Fault::DeleteQueue { queue } => {
+            let _ = sqs.borrow_mut().delete_queue(queue, now);
+        }
+    }
+}
+
+fn heal(
+    sim: &mut turmoil::Sim<'_>,
+    sqs: &Rc<RefCell<SqsModel>>,
+    s3: &Rc<RefCell<S3Model>>,
+    restarts: &mut Vec<(u64, String)>,
+    repairs: &mut Vec<(u64, String, String, bool)>,
+) {
+    sim.set_fail_rate(0.0);
+    sqs.borrow_mut().set_faults(SqsFaults::default());
+    s3.borrow_mut().set_faults(S3Faults::default());
+    for (_, a, b, oneway) in repairs.drain(..) {
+        if oneway {
+            sim.repair_oneway(a.as_str(), b.as_str());
+        } else {
+            sim.repair(a.as_str(), b.as_str());
+        }
+    }
+    for (_, host) in restarts.drain(..) {
+        sim.bounce(host.as_str());
+    }
+}
+
+/// Reconcile from a snapshot of the bucket, outside the simulation, with
+/// the checker's recorder as the sink.
+fn final_reconcile(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>) -> (Report, Recorder) {
+    let store = crate::memstore::MemStore::snapshot(&s3.borrow());
+    let id = ctx.sweep.id();
+    let mut recorder = Recorder::new(&id, ctx.scenario.jobs);
+    let clock = crate::memstore::StillClock;
+    let (_tx, never) = tokio::sync::watch::channel(false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let report = rt
+        .block_on(reconcile(&store, &clock, &never, ctx.policy, &id, &mut recorder))
+        .unwrap_or_else(|e| Report {
+            sweep: format!("{id} (reconcile failed: {e})"),
+            ..Report::default()
+        });
+    (report, recorder)
+}
+
+/// The simulated queues, as a role host reaches them.
+pub fn queues(visibility_ms: u64) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
+    let jobs_attrs = QueueAttrs {
+        visibility_ms,
+        max_receives: Some(100),
+        dead_letter: Some(format!("{JOBS_QUEUE}-dead")),
+        ..QueueAttrs::default()
+    };
+    let results_attrs = QueueAttrs {
+        visibility_ms: visibility_ms * 2,
+        ..QueueAttrs::default()
+    };
+    let rpc = RpcConfig::new(hosts::SQS);
+    (
+        Arc::new(SimQueue::new(rpc.clone(), JOBS_QUEUE, jobs_attrs)),
+        Arc::new(SimQueue::new(rpc.clone(), RESULTS_QUEUE, results_attrs)),
+        Arc::new(SimQueue::new(rpc, &format!("{JOBS_QUEUE}-dead"), QueueAttrs::default())),
+    )
+}
+
+/// The simulated bucket, as a role host reaches it.
+pub fn store() -> Arc<SimStore> {
+    Arc::new(SimStore::new(RpcConfig::new(hosts::S3)))
+}
