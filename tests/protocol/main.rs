@@ -1,1 +1,0 @@
-//! Placeholder: cross-crate protocol tests.

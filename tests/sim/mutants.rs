@@ -1,0 +1,47 @@
+//! Every planted bug is caught, each by the violation it should cause, and
+//! the real protocol passes the very same runs.
+
+use tally::core::Policy;
+
+use crate::run;
+
+fn caught(name: &str, seed: u64, policy: Policy, kind: &str) {
+    let out = run(name, seed, policy);
+    assert!(
+        out.verdict.counts.contains_key(kind),
+        "{} on {name} seed {seed} should be caught as {kind}; verdict {:?}",
+        policy.name(),
+        out.verdict.counts
+    );
+    let real = run(name, seed, Policy::Real);
+    assert!(
+        real.verdict.passed(),
+        "the real protocol fails {name} seed {seed}: {:?}",
+        real.verdict.violations
+    );
+}
+
+#[test]
+fn naive_workers_that_delete_first_are_caught_dropping_jobs_when_they_crash() {
+    caught("worker-crash", 1, Policy::Naive, "dropped-job");
+}
+
+#[test]
+fn a_naive_aggregator_that_deletes_before_storing_is_caught_losing_results() {
+    caught("aggregator-crash", 0, Policy::Naive, "lost-result");
+}
+
+#[test]
+fn not_recreating_a_deleted_queue_is_caught_as_jobs_never_finishing() {
+    caught("queue-deletion", 2, Policy::NoRecreate, "not-final");
+}
+
+#[test]
+fn an_aggregator_that_drops_duplicates_is_caught_losing_accepted_results() {
+    caught("cloud-worst-case", 0, Policy::SilentDedupe, "lost-result");
+}
+
+#[test]
+fn a_reconciler_without_the_receipts_ledger_is_caught_losing_jobs_silently() {
+    caught("queue-deletion", 0, Policy::NoLedger, "lost-job");
+}
