@@ -25,6 +25,7 @@
 //! - [`oracle`], [`checker`]: ground truth, and its comparison with what the
 //!   system's own results and report say.
 //! - [`trace`]: the run's event hash, for determinism checks.
+//! - [`tripwire`]: crashes aimed at protocol steps.
 //! - [`memstore`]: a frozen copy of the bucket for the final reconcile.
 #![deny(missing_docs)]
 
@@ -38,4 +39,5 @@ pub mod roles;
 pub mod scenario;
 pub mod schedule;
 pub mod trace;
+pub mod tripwire;
 pub mod world;

@@ -23,6 +23,7 @@ use crate::clock::SimClock;
 use crate::oracle::SharedOracle;
 use crate::scenario::Scenario;
 use crate::schedule::hosts;
+use crate::tripwire::{SharedWires, Step, TripQueue, TripStore};
 use crate::world::{queues, store};
 
 /// What every role host shares; lives outside the host futures.
@@ -49,6 +50,8 @@ pub struct Ctx {
     pub incarnations: RefCell<BTreeMap<String, u32>>,
     /// Set by the reconciler once every job is final after the faults.
     pub done: Cell<bool>,
+    /// Crashes aimed at protocol steps.
+    pub wires: SharedWires,
 }
 
 impl Ctx {
@@ -105,8 +108,14 @@ pub fn add_hosts(sim: &mut turmoil::Sim<'_>, ctx: &Rc<Ctx>) {
 async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::SUBMITTER);
     let (jobs, results, dead) = queues(ctx.scenario.visibility_ms);
+    let tripped = Arc::new(TripQueue {
+        inner: jobs.clone(),
+        host: hosts::SUBMITTER.into(),
+        on_send: Some(Step::JobsSent),
+        wires: ctx.wires.clone(),
+    });
     let submitter = Submitter {
-        jobs: jobs.clone(),
+        jobs: tripped,
         store: store(),
         clock: clock.clone(),
         log: ctx.submit_log.clone(),
@@ -145,6 +154,12 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
         seed: ctx.seed,
     });
     let manifests = Arc::new(ManifestCache::new(Arc::new(move |_: &Sweep| experiment.clone())));
+    let results = Arc::new(TripQueue {
+        inner: results,
+        host: host.clone(),
+        on_send: Some(Step::ResultsSent),
+        wires: ctx.wires.clone(),
+    });
     let w = Arc::new(Worker {
         jobs,
         results,
@@ -176,9 +191,14 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
     let id = format!("aggregator.{}", ctx.incarnation(hosts::AGGREGATOR));
     let clock = ctx.clock(hosts::AGGREGATOR);
     let (_, results, _) = queues(ctx.scenario.visibility_ms);
+    let store = Arc::new(TripStore {
+        inner: store(),
+        host: hosts::AGGREGATOR.into(),
+        wires: ctx.wires.clone(),
+    });
     let a = Aggregator {
         results,
-        store: store(),
+        store,
         clock: clock.clone(),
         config: AggregatorConfig {
             visibility_ms: ctx.scenario.visibility_ms * 2,

@@ -74,6 +74,10 @@ pub struct FaultSpec {
     pub submitter_crashes: Option<u32>,
     /// Crashes of the reconciler host.
     pub reconciler_crashes: Option<u32>,
+    /// Crashes aimed at protocol steps: a worker between result send and
+    /// job delete, the aggregator between segment store and result delete,
+    /// the submitter between batch send and progress record.
+    pub step_crashes: Option<u32>,
     /// Two-way partitions between a role host and SQS or S3.
     pub partitions: Option<u32>,
     /// One-way partitions (requests or replies only).
@@ -109,6 +113,8 @@ pub struct Resolved {
     pub submitter_crashes: u32,
     /// Reconciler crashes.
     pub reconciler_crashes: u32,
+    /// Crashes aimed at protocol steps.
+    pub step_crashes: u32,
     /// Two-way partitions.
     pub partitions: u32,
     /// One-way partitions.
@@ -196,6 +202,7 @@ impl Scenario {
         let submitter_crashes = count(f.submitter_crashes, 2);
         let reconciler_crashes = count(f.reconciler_crashes, 2);
         let partitions = count(f.partitions, 4);
+        let step_crashes = count(f.step_crashes, 6);
         let oneway_partitions = count(f.oneway_partitions, 3);
         let jobs_queue_deletions = count(f.jobs_queue_deletions, 1);
         let results_queue_deletions = count(f.results_queue_deletions, 1);
@@ -226,6 +233,7 @@ impl Scenario {
             aggregator_crashes,
             submitter_crashes,
             reconciler_crashes,
+            step_crashes,
             partitions,
             oneway_partitions,
             jobs_queue_deletions,

@@ -51,6 +51,16 @@ pub enum Fault {
         /// Only messages from `a` to `b` are lost.
         oneway: bool,
     },
+    /// Crash `host` right after it completes `step` (the next time it
+    /// does, from now on); restart it `down_ms` later.
+    CrashAt {
+        /// The host.
+        host: String,
+        /// The protocol step.
+        step: crate::tripwire::Step,
+        /// How long it stays down.
+        down_ms: u64,
+    },
     /// Delete a queue and everything in it.
     DeleteQueue {
         /// The queue.
@@ -112,6 +122,19 @@ impl Schedule {
             for _ in 0..n {
                 events.push(crash(&mut rng, host.to_owned()));
             }
+        }
+        for _ in 0..resolved.step_crashes {
+            use crate::tripwire::Step;
+            let (host, step) = match rng.random_range(0..4) {
+                0 | 1 => (hosts::worker(rng.random_range(0..s.workers)), Step::ResultsSent),
+                2 => (hosts::AGGREGATOR.to_owned(), Step::SegmentStored),
+                _ => (hosts::SUBMITTER.to_owned(), Step::JobsSent),
+            };
+            let down_ms = rng.random_range(100..5_000);
+            events.push(Event {
+                at_ms: rng.random_range(0..span),
+                fault: Fault::CrashAt { host, step, down_ms },
+            });
         }
         let roles: Vec<String> = (0..s.workers)
             .map(hosts::worker)

@@ -26,6 +26,7 @@ use crate::oracle::{Oracle, SharedOracle};
 use crate::roles::{self, Ctx};
 use crate::schedule::{hosts, Fault, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::trace::{SharedTrace, Trace};
+use crate::tripwire::SharedWires;
 
 /// What one run found.
 #[derive(Debug)]
@@ -126,6 +127,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> Outcome {
         submit_log: Arc::new(MemSendLog::default()),
         resubmit_log: Arc::new(MemSendLog::default()),
         incarnations: RefCell::new(BTreeMap::new()),
+        wires: SharedWires::default(),
         done: Cell::new(false),
     });
     roles::add_hosts(&mut sim, &ctx);
@@ -175,8 +177,16 @@ fn drive(
                 .lock()
                 .expect("trace lock")
                 .event(now, "fault", &format!("{:?}", e.fault));
-            apply(sim, &e.fault, now, sqs, &mut restarts, &mut repairs);
+            apply(sim, &e.fault, now, sqs, &ctx.wires, &mut restarts, &mut repairs);
             next += 1;
+        }
+        let fired = std::mem::take(&mut ctx.wires.lock().expect("wires lock").fired);
+        for (host, down_ms) in fired {
+            trace.lock().expect("trace lock").event(now, "tripwire", &host);
+            if sim.is_host_running(host.as_str()) {
+                sim.crash(host.as_str());
+                restarts.push((now + down_ms, host));
+            }
         }
         restarts.retain(|(at, host)| {
             if *at <= now {
@@ -200,6 +210,7 @@ fn drive(
         });
         if !healed && now >= s.fault_ms {
             healed = true;
+            ctx.wires.lock().expect("wires lock").disarm_all();
             heal(sim, sqs, s3, &mut restarts, &mut repairs);
             trace.lock().expect("trace lock").event(now, "heal", "");
         }
@@ -225,6 +236,7 @@ fn apply(
     fault: &Fault,
     now: u64,
     sqs: &Rc<RefCell<SqsModel>>,
+    wires: &SharedWires,
     restarts: &mut Vec<(u64, String)>,
     repairs: &mut Vec<(u64, String, String, bool)>,
 ) {
@@ -242,6 +254,9 @@ fn apply(
                 sim.partition(a.as_str(), b.as_str());
             }
             repairs.push((now + ms, a.clone(), b.clone(), *oneway));
+        }
+        Fault::CrashAt { host, step, down_ms } => {
+            wires.lock().expect("wires lock").arm(host, *step, *down_ms);
         }
         Fault::DeleteQueue { queue } => {
             let _ = sqs.borrow_mut().delete_queue(queue, now);
