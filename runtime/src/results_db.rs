@@ -82,7 +82,7 @@ impl ResultsDb {
     /// Start building the database for `manifest` at `path`. If `path`
     /// already holds other sweeps, they are kept.
     pub fn create(path: &Path, manifest: &Manifest) -> rusqlite::Result<Self> {
-        let tmp = path.with_extension("sqlite.tmp");
+        let tmp = path.with_extension(format!("sqlite.tmp-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         if path.exists() {
             std::fs::copy(path, &tmp).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;

@@ -11,6 +11,14 @@ use tally_sim::schedule::Schedule;
 use tally_sim::trace::first_divergence;
 use tally_sim::world::{self, Outcome};
 
+/// Print a line to standard output, ignoring a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Deterministic fault-injecting simulator for tally.
 #[derive(Debug, Parser)]
 #[command(name = "tally-sim", version, about)]
@@ -96,7 +104,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("tally-sim: {e:#}");
+            eoutln!("tally-sim: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -156,11 +164,11 @@ fn summary(schedule: &Schedule, out: &Outcome, wall_s: f64) -> serde_json::Value
 
 fn print(v: &serde_json::Value, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(v).expect("json"));
         return;
     }
     let get = |k: &str| v[k].to_string();
-    println!(
+    outln!(
         "{} seed {} policy {}: {} ({} jobs, {} faults, {} sim s, {} wall s, trace {})",
         v["scenario"].as_str().unwrap_or(""),
         get("seed"),
@@ -172,12 +180,12 @@ fn print(v: &serde_json::Value, json: bool) {
         get("wall_s"),
         v["trace_hash"].as_str().unwrap_or(""),
     );
-    println!("  report  {}", v["report"]);
-    println!("  classes {}", v["classes"]);
+    outln!("  report  {}", v["report"]);
+    outln!("  classes {}", v["classes"]);
     if v["passed"] != true {
-        println!("  violations {}", v["violations"]);
+        outln!("  violations {}", v["violations"]);
         for f in v["first_violations"].as_array().into_iter().flatten() {
-            println!("    {f}");
+            outln!("    {f}");
         }
     }
 }
@@ -197,25 +205,25 @@ fn run(a: RunArgs) -> anyhow::Result<u8> {
             out.captured.as_deref().unwrap_or(&[]),
             again.captured.as_deref().unwrap_or(&[]),
         ) {
-            None if again.trace_hash == out.trace_hash => println!(
+            None if again.trace_hash == out.trace_hash => outln!(
                 "deterministic: both runs have trace {:016x} ({} events)",
                 out.trace_hash, out.trace_events
             ),
             None => {
-                println!(
+                outln!(
                     "NOT deterministic: traces {:016x} and {:016x} differ past the captured events",
                     out.trace_hash, again.trace_hash
                 );
                 return Ok(1);
             }
             Some(d) => {
-                println!("NOT deterministic: {d}");
+                outln!("NOT deterministic: {d}");
                 return Ok(1);
             }
         }
     }
     if !out.verdict.passed() {
-        eprintln!("replay: {}", replay_command(&a.common, a.seed));
+        eoutln!("replay: {}", replay_command(&a.common, a.seed));
         return Ok(1);
     }
     Ok(0)
@@ -246,14 +254,14 @@ fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
             let out = world::run(&schedule, false);
             ran += 1;
             if !out.verdict.passed() {
-                println!("FAIL seed {seed}: {:?}", out.verdict.counts);
-                println!("  replay: {}", replay_command(&a.common, seed));
+                outln!("FAIL seed {seed}: {:?}", out.verdict.counts);
+                outln!("  replay: {}", replay_command(&a.common, seed));
                 failing.push(seed);
             }
         }
         ran
     });
-    println!(
+    outln!(
         "{}: {ran} seeds from {from} in {wall_s:.1} s, {} failing{}",
         scenario.name,
         failing.len(),

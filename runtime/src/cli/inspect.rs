@@ -76,10 +76,10 @@ pub async fn reconcile_into_db(
 /// Print a report as JSON or as a table.
 pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f64>) {
     if json {
-        println!("{}", serde_json::to_string_pretty(report).expect("a report serialises"));
+        crate::outln!("{}", serde_json::to_string_pretty(report).expect("a report serialises"));
         return;
     }
-    let row = |k: &str, v: String| println!("{k:<12} {v}");
+    let row = |k: &str, v: String| crate::outln!("{k:<12} {v}");
     row("sweep", report.sweep.clone());
     row("submitted", report.submitted.to_string());
     row("done", report.done.to_string());
@@ -157,27 +157,27 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
 pub async fn status(args: DataArgs) -> anyhow::Result<u8> {
     let local = Local::open(&args.data, false, false, 60_000).await?;
     let stop = never();
-    println!("data        {}", local.dir.display());
+    crate::outln!("data        {}", local.dir.display());
     for q in [&local.jobs, &local.results, &local.jobs_dead] {
         match q.stats().await {
-            Ok(s) => println!(
+            Ok(s) => crate::outln!(
                 "queue       {:<18} {} waiting, {} in flight",
                 q.name(),
                 s.visible,
                 s.in_flight
             ),
-            Err(e) => println!("queue       {:<18} {e}", q.name()),
+            Err(e) => crate::outln!("queue       {:<18} {e}", q.name()),
         }
     }
     let segments = local.store.list(crate::core::segment::PREFIX).await?.len();
-    println!("segments    {segments}");
+    crate::outln!("segments    {segments}");
     for id in reconciler::sweep_ids(&*local.store, &*local.clock, &stop).await? {
         let Some(m) = manifest::load(&*local.store, &*local.clock, &stop, &id).await? else {
             continue;
         };
         use crate::core::submitter::SendLog;
         let sent = local.log.sent(&id, 1).unwrap_or(0);
-        println!("sweep       {id}: {} jobs, {sent} sent", m.submitted);
+        crate::outln!("sweep       {id}: {} jobs, {sent} sent", m.submitted);
     }
     Ok(0)
 }

@@ -13,6 +13,16 @@ use clap::{Parser, Subcommand};
 use crate::core::Policy;
 use crate::results_db::Format;
 
+/// Print a line to standard output, ignoring a closed pipe (`tally report
+/// | head` must not panic).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Exit code for bad input: a malformed sweep file, bad flags, no data.
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code when interrupted by SIGINT or SIGTERM.

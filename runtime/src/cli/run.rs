@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     ] {
         let released = db.release_orphans(queue).context("cannot read the queues")?;
         if released > 0 {
-            eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
+            ecrate::outln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
         }
     }
     let started_ms = local.clock.mono_ms();
@@ -64,7 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let role_error = roles.join().await;
     progress.finish_and_clear();
     if interrupted.load(Ordering::SeqCst) {
-        eprintln!("tally: interrupted; nothing is lost: rerun the same command to resume");
+        ecrate::outln!("tally: interrupted; nothing is lost: rerun the same command to resume");
         return Ok(EXIT_INTERRUPTED);
     }
     outcome?;
