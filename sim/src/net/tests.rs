@@ -186,3 +186,39 @@ fn the_same_seed_twice_gives_identical_outcomes_and_another_seed_does_not() {
     assert_eq!(first, busy_trace(7));
     assert_ne!(first, busy_trace(8));
 }
+
+#[test]
+fn calls_to_a_crashed_sqs_host_time_out_and_succeed_again_after_its_restart() {
+    let (mut sim, _sqs, _s3) = cloud(5, SqsFaults::default());
+    let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&outcomes);
+    sim.client("client", async move {
+        let queue = jobs();
+        queue.ensure().await?;
+        for i in 0..30 {
+            let outcome = queue.send_batch(&batch(i..i + 1)).await;
+            seen.borrow_mut().push(match outcome {
+                Ok(_) => "ok",
+                Err(QueueError::Retryable { .. }) => "lost",
+                Err(_) => "other",
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    });
+    for _ in 0..300 {
+        sim.step().unwrap();
+    }
+    sim.crash("sqs");
+    for _ in 0..600 {
+        sim.step().unwrap();
+    }
+    sim.bounce("sqs");
+    sim.run().unwrap();
+    let outcomes = outcomes.borrow().join(" ");
+    assert!(outcomes.starts_with("ok ok"), "{outcomes}");
+    assert!(outcomes.contains("ok lost"), "{outcomes}");
+    assert!(outcomes.contains("lost ok"), "{outcomes}");
+    assert!(outcomes.ends_with("ok ok"), "{outcomes}");
+    assert!(!outcomes.contains("other"), "{outcomes}");
+}

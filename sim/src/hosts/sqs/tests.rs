@@ -106,11 +106,11 @@ fn every_call_on_a_deleted_queue_is_missing_with_the_provider_code() {
         NON_EXISTENT_QUEUE
     );
     assert_eq!(
-        code(m.delete_batch(Q, &["1.1".into()], 1_000).unwrap_err()),
+        code(m.delete_batch(Q, &["1.1.1".into()], 1_000).unwrap_err()),
         NON_EXISTENT_QUEUE
     );
     assert_eq!(
-        code(m.change_visibility_batch(Q, &["1.1".into()], 0, 1_000).unwrap_err()),
+        code(m.change_visibility_batch(Q, &["1.1.1".into()], 0, 1_000).unwrap_err()),
         NON_EXISTENT_QUEUE
     );
     assert_eq!(code(m.stats(Q, 1_000).unwrap_err()), NON_EXISTENT_QUEUE);
@@ -155,7 +155,7 @@ fn batches_over_ten_entries_or_one_mebibyte_or_empty_are_permanent_errors() {
     assert!(permanent(m.send_batch(Q, &bodies(0..11), 0)));
     assert!(permanent(m.send_batch(Q, &[], 0)));
     assert!(permanent(m.send_batch(Q, &["x".repeat(BATCH_BYTES_MAX + 1)], 0)));
-    let handles: Vec<String> = (0..11).map(|i| format!("{i}.1")).collect();
+    let handles: Vec<String> = (0..11).map(|i| format!("{i}.1.1")).collect();
     assert!(permanent(m.delete_batch(Q, &handles, 0)));
     assert!(permanent(m.change_visibility_batch(Q, &handles, 0, 0)));
     assert!(matches!(m.receive(Q, 11, 0, 0), Err(QueueError::Permanent { .. })));
