@@ -222,3 +222,30 @@ fn calls_to_a_crashed_sqs_host_time_out_and_succeed_again_after_its_restart() {
     assert!(outcomes.ends_with("ok ok"), "{outcomes}");
     assert!(!outcomes.contains("other"), "{outcomes}");
 }
+
+#[test]
+fn a_queue_deleted_during_a_long_poll_answers_missing_and_refuses_recreation_for_a_minute() {
+    let (mut sim, _sqs, _s3) = cloud(6, SqsFaults::default());
+    sim.client("poller", async {
+        let queue = jobs();
+        queue.ensure().await?;
+        let err = queue.receive(10, 30_000, 20_000).await.unwrap_err();
+        assert!(matches!(err, QueueError::Missing { .. }), "{err:?}");
+        match queue.ensure().await {
+            Err(QueueError::DeletedRecently { retry_after_ms, .. }) => {
+                assert!((50_000..=60_000).contains(&retry_after_ms), "{retry_after_ms}");
+                tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+            }
+            other => panic!("expected DeletedRecently, got {other:?}"),
+        }
+        queue.ensure().await?;
+        assert!(queue.stats().await?.is_drained());
+        Ok(())
+    });
+    sim.client("operator", async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        jobs().delete_queue().await?;
+        Ok(())
+    });
+    sim.run().unwrap();
+}
