@@ -249,3 +249,52 @@ fn a_queue_deleted_during_a_long_poll_answers_missing_and_refuses_recreation_for
     });
     sim.run().unwrap();
 }
+
+/// Every body any queue accepted, however often.
+struct Accepted(Rc<RefCell<std::collections::BTreeSet<String>>>);
+
+impl crate::hosts::SqsObserver for Accepted {
+    fn accepted(&mut self, _queue: &str, body: &str) {
+        self.0.borrow_mut().insert(body.into());
+    }
+}
+
+#[test]
+fn tallys_resilient_calls_get_every_body_accepted_through_a_queue_deletion_and_a_partition() {
+    let (mut sim, sqs, _s3) = cloud(8, SqsFaults::default());
+    let accepted = Rc::new(RefCell::new(std::collections::BTreeSet::new()));
+    sqs.borrow_mut().set_observer(Box::new(Accepted(Rc::clone(&accepted))));
+    sim.client("submitter", async {
+        let queue = jobs();
+        let clock = crate::clock::SimClock::new();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let calls = tally::core::retry::Calls {
+            queue: &queue,
+            clock: &clock,
+            policy: tally::core::Policy::Real,
+            shutdown: &shutdown,
+        };
+        queue.ensure().await?;
+        for round in 0..20 {
+            calls.send_all(&batch(round * 5..round * 5 + 5)).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    });
+    sim.client("operator", async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        jobs().delete_queue().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        turmoil::partition("submitter", "sqs");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        turmoil::repair("submitter", "sqs");
+        Ok(())
+    });
+    sim.run().unwrap();
+    assert_eq!(*accepted.borrow(), batch(0..100).into_iter().collect());
+    let left = sqs.borrow().bodies("jobs").len();
+    assert!(
+        (50..100).contains(&left),
+        "{left} bodies left: the deletion destroyed none?"
+    );
+}
