@@ -10,6 +10,9 @@
 //!   connection per task.
 //! - `model`: the SQS model alone: send 1,000,000 messages, then receive and
 //!   delete them all.
+//! - `drain N`: N jobs already queued; 10 worker hosts of 16 tasks each
+//!   receive 10 and delete 10 until the queue is empty (the shape of the
+//!   6-million-job scenario's job queue).
 
 // A benchmark measures real time; the simulation itself never reads it.
 #![allow(clippy::disallowed_methods)]
@@ -34,6 +37,7 @@ fn main() {
         "udp" => report("UDP echo RPCs", seconds, udp(seconds)),
         "tcp" => report("TCP echo RPCs", seconds, tcp(seconds)),
         "model" => model(),
+        "drain" => drain(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1_000_000)),
         other => eprintln!("unknown mode {other:?}: use queue, udp, tcp or model"),
     }
 }
@@ -203,5 +207,63 @@ fn model() {
         f64::from(N) / sent.as_secs_f64(),
         (total - sent).as_secs_f64(),
         f64::from(N) / (total - sent).as_secs_f64()
+    );
+}
+
+fn drain(jobs: u64) {
+    let mut m = SqsModel::new(1, SqsFaults::default());
+    m.ensure("jobs", &QueueAttrs::default(), 0).expect("ensure");
+    for start in (0..jobs).step_by(10) {
+        let bodies: Vec<String> = (start..(start + 10).min(jobs))
+            .map(|i| format!("{{\"index\":{i}}}"))
+            .collect();
+        m.send_batch("jobs", &bodies, 0).expect("send");
+    }
+    let model: SharedSqs = Rc::new(std::cell::RefCell::new(m));
+    let capacity: usize = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(1 << 16);
+    let mut sim = sim_builder(1)
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .udp_capacity(capacity)
+        .build();
+    let served = Rc::clone(&model);
+    sim.host("sqs", move || serve_sqs(Rc::clone(&served)));
+    let calls = Rc::new(Cell::new(0u64));
+    for host in 0..10 {
+        let counter = Rc::clone(&calls);
+        sim.client(format!("worker{host}"), async move {
+            let queue = Rc::new(SimQueue::new(RpcConfig::new("sqs"), "jobs", QueueAttrs::default()));
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (queue, calls) = (Rc::clone(&queue), Rc::clone(&counter));
+                    tokio::task::spawn_local(async move {
+                        loop {
+                            let got = queue.receive(10, 30_000, 1_000).await.unwrap_or_default();
+                            calls.set(calls.get() + 1);
+                            if got.is_empty() {
+                                return;
+                            }
+                            let handles: Vec<String> = got.into_iter().map(|r| r.handle).collect();
+                            let _ = queue.delete_batch(&handles).await;
+                            calls.set(calls.get() + 1);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await?;
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    sim.run().expect("the simulation runs");
+    let wall = started.elapsed();
+    println!(
+        "drained {jobs} jobs with 160 pollers in {:.0} simulated s, {:.2} wall s ({} RPCs, {:.0} RPCs per wall second; {} left)",
+        sim.elapsed().as_secs_f64(),
+        wall.as_secs_f64(),
+        calls.get(),
+        calls.get() as f64 / wall.as_secs_f64(),
+        model.borrow().bodies("jobs").len()
     );
 }

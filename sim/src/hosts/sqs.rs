@@ -1,7 +1,8 @@
 //! A pure, deterministic, in-memory model of SQS standard queues.
 //!
 //! It models the worst case AWS documents, not what one emulator does:
-//! at-least-once, unordered delivery (a seeded pick among visible messages),
+//! at-least-once, unordered delivery (a seeded pick among the oldest visible
+//! messages, within a reorder window),
 //! occasional duplicate delivery (a second copy of a message stays in the
 //! queue and is delivered again later, with its own receipt handles),
 //! visibility timeouts and receive counts, a new receipt handle per receive
@@ -41,6 +42,9 @@ pub const VISIBILITY_MAX_MS: u64 = 12 * 3600 * 1000;
 pub const RETENTION_DEFAULT_MS: u64 = 4 * 24 * 3600 * 1000;
 /// Received-but-not-deleted messages a queue holds before receives fail.
 pub const IN_FLIGHT_MAX: u64 = 120_000;
+/// How far out of order delivery is by default (see
+/// [`SqsModel::set_reorder_window`]).
+pub const REORDER_WINDOW: u64 = 1_000;
 /// The provider code for calls on a queue that does not exist.
 pub const NON_EXISTENT_QUEUE: &str = "AWS.SimpleQueueService.NonExistentQueue";
 /// The provider code for recreating a queue within 60 s of its deletion.
@@ -163,6 +167,7 @@ pub struct SqsModel {
     deleted_ms: BTreeMap<String, u64>,
     faults: SqsFaults,
     in_flight_max: u64,
+    reorder_window: u64,
     /// Picks which visible copy a receive returns.
     order_rng: ChaCha8Rng,
     /// Draws injected faults, apart from the order so changing a rate does
@@ -195,6 +200,7 @@ impl SqsModel {
             deleted_ms: BTreeMap::new(),
             faults,
             in_flight_max: IN_FLIGHT_MAX,
+            reorder_window: REORDER_WINDOW,
             order_rng,
             fault_rng,
             next_serial: 0,
@@ -224,6 +230,13 @@ impl SqsModel {
         self.in_flight_max = in_flight_max;
     }
 
+    /// Change how far out of order delivery may be: a receive picks among
+    /// the copies that became visible within this many visibility events of
+    /// the oldest visible copy (1 delivers oldest first).
+    pub fn set_reorder_window(&mut self, reorder_window: u64) {
+        self.reorder_window = reorder_window.max(1);
+    }
+
     /// Names of the existing queues, in order.
     pub fn queue_names(&self) -> Vec<String> {
         self.queues.keys().cloned().collect()
@@ -235,7 +248,7 @@ impl SqsModel {
         self.queues
             .get(queue)
             .map(|q| {
-                let mut copies: Vec<_> = q.copies().map(|c| (c.serial, c.body.as_str())).collect();
+                let mut copies: Vec<_> = q.copies().map(|c| (c.serial, &*c.body)).collect();
                 copies.sort_unstable();
                 copies.into_iter().map(|(_, body)| body).collect()
             })
@@ -247,7 +260,7 @@ impl SqsModel {
     pub fn next_visible_ms(&mut self, queue: &str, now_ms: u64) -> Option<u64> {
         let q = self.queues.get_mut(queue)?;
         q.promote(now_ms);
-        if !q.visible.is_empty() {
+        if q.has_visible() {
             return Some(now_ms);
         }
         q.next_hidden_ms()
@@ -326,12 +339,12 @@ impl SqsModel {
             let copy = MessageCopy {
                 serial: self.next_serial,
                 message_id: self.next_message_id,
-                body: body.clone(),
+                body: body.as_str().into(),
                 receive_count: 0,
                 visible_at_ms: now_ms,
                 sent_ms: now_ms,
                 first_receive_ms: None,
-                visible_pos: None,
+                visible_seq: HIDDEN,
             };
             self.next_message_id += 1;
             let q = self.queues.get_mut(queue).expect("checked above");
@@ -346,7 +359,7 @@ impl SqsModel {
 mod receive;
 mod state;
 
-use state::{Handle, MessageCopy, QueueState};
+use state::{Handle, MessageCopy, QueueState, HIDDEN};
 
 #[cfg(test)]
 mod tests;

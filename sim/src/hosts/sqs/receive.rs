@@ -1,11 +1,11 @@
 //! Receiving, and what receivers do with what they hold: delete, change
 //! visibility, and the depths they ask about.
 
-use rand::Rng;
 use tally::core::{EntryError, QueueError, QueueStats, Received};
 
 use super::{
-    check_batch, entry_error, missing, permanent, tell, Handle, MessageCopy, QueueState, SqsModel, VISIBILITY_MAX_MS,
+    check_batch, entry_error, missing, permanent, tell, Handle, MessageCopy, QueueState, SqsModel, HIDDEN,
+    VISIBILITY_MAX_MS,
 };
 
 /// What to do with the visible copy a receive picked.
@@ -68,10 +68,11 @@ impl SqsModel {
         }
         let mut out = Vec::with_capacity(max);
         let mut duplicates = Vec::new();
-        while out.len() < max && !self.queues[queue].visible.is_empty() {
+        while out.len() < max {
             let q = self.queues.get_mut(queue).expect("checked above");
-            let pos = self.order_rng.random_range(0..q.visible.len());
-            let id = q.take_visible(pos);
+            let Some(id) = q.pick(&mut self.order_rng, self.reorder_window) else {
+                break;
+            };
             let fate = match pick_fate(q, q.copy(id), queue, now_ms) {
                 // A redrive to a missing dead-letter queue delivers instead.
                 Pick::DeadLetter(target) if !self.queues.contains_key(&target) => Pick::Deliver,
@@ -111,7 +112,7 @@ impl SqsModel {
             receive_count: copy.receive_count,
         };
         let received = Received {
-            body: copy.body.clone(),
+            body: copy.body.to_string(),
             handle: handle.to_string(),
             message_id: format!("m{}", copy.message_id),
             receive_count: copy.receive_count,
@@ -137,7 +138,7 @@ impl SqsModel {
             visible_at_ms: now_ms,
             sent_ms: original.sent_ms,
             first_receive_ms: None,
-            visible_pos: None,
+            visible_seq: HIDDEN,
         };
         tell(&mut self.observer, |o| o.duplicated(queue, &copy.body));
         q.insert(copy);
@@ -150,7 +151,7 @@ impl SqsModel {
         let mut copy = q.remove(id);
         tell(&mut self.observer, |o| o.dead_lettered(queue, dead_letter, &copy.body));
         copy.visible_at_ms = now_ms;
-        copy.visible_pos = None;
+        copy.visible_seq = HIDDEN;
         self.next_serial += 1;
         copy.serial = self.next_serial;
         let target = self.queues.get_mut(dead_letter).expect("checked by the caller");
@@ -227,7 +228,7 @@ impl SqsModel {
         let q = self.queues.get_mut(queue).expect("checked by the caller");
         let id = q.current(handle).ok_or_else(|| invalid_handle(text))?;
         let copy = q.copy(id);
-        if copy.visible_pos.is_some() {
+        if copy.visible_seq != HIDDEN {
             return Err(entry_error(
                 "AWS.SimpleQueueService.MessageNotInflight",
                 format!("the message of {text:?} is not in flight"),

@@ -1,10 +1,20 @@
 //! One queue's messages, arranged so every operation is O(log n) or
-//! amortised O(1) at millions of messages: copies live in a slab (slot
-//! access without a map lookup), hidden copies wait in a set ordered by the
-//! time they become visible, and visible copies sit in a vector from which
-//! a random one is swap-removed.
+//! amortised O(1) at millions of messages, and touches memory near the
+//! queue's front: copies live in a slab (slot access without a map lookup),
+//! hidden copies wait in a set ordered by the time they become visible, and
+//! visible copies are numbered in the order they became visible.
+//!
+//! A receive picks at random among the oldest visible copies: a number is
+//! drawn uniformly between the oldest visible copy's and that plus the
+//! reorder window, and the first copy at or after it is taken. Delivery is
+//! thus unordered (by up to the window) yet no copy waits forever behind
+//! newer ones, and picks stay in cache: a uniform pick over millions of
+//! copies was three times slower.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 use tally::core::QueueStats;
 
@@ -17,14 +27,22 @@ pub(super) struct MessageCopy {
     /// Unique over the model's life; tells a reused slot from its past.
     pub serial: u64,
     pub message_id: u64,
-    pub body: String,
+    pub body: Box<str>,
     pub receive_count: u32,
     pub visible_at_ms: u64,
     pub sent_ms: u64,
     pub first_receive_ms: Option<u64>,
-    /// Index in [`QueueState::visible`] while visible; `None` while hidden.
-    pub visible_pos: Option<usize>,
+    /// Its number in [`QueueState::visible`] while visible, [`HIDDEN`]
+    /// while hidden (a sentinel keeps a copy at 80 bytes: six million of
+    /// them fit in 0.5 GB).
+    pub visible_seq: u64,
 }
+
+/// [`MessageCopy::visible_seq`] of a copy that is not visible.
+pub(super) const HIDDEN: u64 = u64::MAX;
+
+// Millions of copies are held at once: keep a slot small.
+const _: () = assert!(std::mem::size_of::<Option<MessageCopy>>() <= 80);
 
 /// A receipt handle: which copy (slot and serial), and which receive of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,8 +79,10 @@ pub(super) struct QueueState {
     len: usize,
     /// Hidden copies by the time they become visible, then slot.
     hidden: BTreeSet<(u64, usize)>,
-    /// Visible copies' slots, in no meaningful order.
-    pub visible: Vec<usize>,
+    /// Visible copies' slots by the number they got when they became
+    /// visible.
+    visible: BTreeMap<u64, usize>,
+    next_seq: u64,
 }
 
 impl QueueState {
@@ -73,7 +93,8 @@ impl QueueState {
             free: Vec::new(),
             len: 0,
             hidden: BTreeSet::new(),
-            visible: Vec::new(),
+            visible: BTreeMap::new(),
+            next_seq: 0,
         }
     }
 
@@ -112,11 +133,31 @@ impl QueueState {
         }
     }
 
-    /// Put the hidden copy in `slot` among the visible ones.
+    /// Put the hidden copy in `slot` among the visible ones, as the newest.
     pub fn show(&mut self, slot: usize) {
-        let pos = self.visible.len();
-        self.copy_mut(slot).visible_pos = Some(pos);
-        self.visible.push(slot);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.copy_mut(slot).visible_seq = seq;
+        self.visible.insert(seq, slot);
+    }
+
+    pub fn has_visible(&self) -> bool {
+        !self.visible.is_empty()
+    }
+
+    /// Take a visible copy at random from the oldest, within `window`
+    /// visibility numbers of the oldest; it is then neither visible nor
+    /// hidden until [`Self::hide`] or [`Self::show`].
+    pub fn pick(&mut self, rng: &mut ChaCha8Rng, window: u64) -> Option<usize> {
+        let (&first, _) = self.visible.first_key_value()?;
+        let (&last, _) = self.visible.last_key_value()?;
+        let drawn = rng.random_range(first..=last.min(first.saturating_add(window.max(1) - 1)));
+        let (&seq, _) = self
+            .visible
+            .range(drawn..)
+            .next()
+            .expect("the last key is at or after the draw");
+        Some(self.take_visible(seq))
     }
 
     /// Add a visible copy; returns its slot.
@@ -136,27 +177,20 @@ impl QueueState {
         slot
     }
 
-    /// Take the visible copy at `pos` out of the visible vector; it is then
-    /// neither visible nor hidden until [`Self::hide`] or [`Self::show`].
-    pub fn take_visible(&mut self, pos: usize) -> usize {
-        let slot = self.visible.swap_remove(pos);
-        if let Some(&moved) = self.visible.get(pos) {
-            self.copy_mut(moved).visible_pos = Some(pos);
-        }
-        self.copy_mut(slot).visible_pos = None;
+    fn take_visible(&mut self, seq: u64) -> usize {
+        let slot = self.visible.remove(&seq).expect("a visible copy");
+        self.copy_mut(slot).visible_seq = HIDDEN;
         slot
     }
 
     pub fn remove(&mut self, slot: usize) -> MessageCopy {
         let copy = self.copy(slot);
-        match copy.visible_pos {
-            Some(pos) => {
-                self.take_visible(pos);
-            }
-            None => {
-                let key = (copy.visible_at_ms, slot);
-                self.hidden.remove(&key);
-            }
+        if copy.visible_seq == HIDDEN {
+            let key = (copy.visible_at_ms, slot);
+            self.hidden.remove(&key);
+        } else {
+            let seq = copy.visible_seq;
+            self.take_visible(seq);
         }
         self.len -= 1;
         self.free.push(slot);
@@ -166,7 +200,7 @@ impl QueueState {
     /// Hide the copy in `slot` (not visible now) until `until_ms`.
     pub fn hide(&mut self, slot: usize, until_ms: u64) {
         let copy = self.copy_mut(slot);
-        debug_assert!(copy.visible_pos.is_none());
+        debug_assert_eq!(copy.visible_seq, HIDDEN);
         let old = (copy.visible_at_ms, slot);
         copy.visible_at_ms = until_ms;
         self.hidden.remove(&old);
