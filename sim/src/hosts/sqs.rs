@@ -161,6 +161,10 @@ fn check_batch<T>(entries: &[T]) -> Result<(), QueueError> {
 }
 
 /// Every queue of one simulated SQS region.
+///
+/// `now_ms` is the simulation's elapsed time in milliseconds: inside a host
+/// [`crate::clock::sim_now_ms`], outside (a fault injector between steps)
+/// `sim.elapsed().as_millis()`. It must never go backwards.
 pub struct SqsModel {
     queues: BTreeMap<String, QueueState>,
     /// When each deleted queue name was deleted.
@@ -240,6 +244,16 @@ impl SqsModel {
     /// Names of the existing queues, in order.
     pub fn queue_names(&self) -> Vec<String> {
         self.queues.keys().cloned().collect()
+    }
+
+    /// Whether `queue` exists.
+    pub fn exists(&self, queue: &str) -> bool {
+        self.queues.contains_key(queue)
+    }
+
+    /// The attributes `queue` was created with.
+    pub fn attrs(&self, queue: &str) -> Option<&QueueAttrs> {
+        self.queues.get(queue).map(|q| &q.attrs)
     }
 
     /// Bodies of every copy in `queue` (visible or not), in the order the
