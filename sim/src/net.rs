@@ -13,12 +13,45 @@
 //! survive. Datagrams are not size-limited in turmoil, so multi-megabyte
 //! segments travel in one frame (up to [`FRAME_BYTES_MAX`]).
 //!
+//! Measured (release, `examples/rpc_bench.rs`, 10 tasks, 1 KiB echoes):
+//! bare UDP with a socket per call ran 240,000 calls per wall second, bare
+//! TCP over one kept connection per task 400,000. The whole `SimQueue` path
+//! (encoding, the model, replies) runs about 100,000, so the transport is a
+//! minor share, and a socket per call keeps clients stateless: a
+//! [`SimQueue`] holds no host-bound state, may be built outside a host, and
+//! keeps working across its host's restarts.
+//!
 //! The models live in `Rc<RefCell<..>>` created outside the host closures,
 //! so their state survives a host's crash and restart (`bounce`); a crash
 //! only loses the calls in flight and the parked long polls.
 //!
 //! Long polling happens inside the SQS host: a receive with a wait parks
 //! there until a message becomes visible, a send wakes it, or the wait ends.
+//!
+//! # Example
+//!
+//! ```
+//! use std::{cell::RefCell, rc::Rc};
+//! use tally::core::Queue;
+//! use tally_sim::hosts::{QueueAttrs, SqsFaults, SqsModel};
+//! use tally_sim::net::{serve_sqs, sim_builder, RpcConfig, SharedSqs, SimQueue};
+//!
+//! // The model lives outside the host, so it survives `sim.bounce("sqs")`.
+//! let sqs: SharedSqs = Rc::new(RefCell::new(SqsModel::new(7, SqsFaults::default())));
+//! let mut sim = sim_builder(7).build();
+//! let model = Rc::clone(&sqs);
+//! sim.host("sqs", move || serve_sqs(Rc::clone(&model)));
+//! sim.client("worker", async {
+//!     let jobs = SimQueue::new(RpcConfig::new("sqs"), "jobs", QueueAttrs::default());
+//!     jobs.ensure().await?;
+//!     jobs.send_batch(&["job-0".to_string()]).await?;
+//!     let got = jobs.receive(10, 30_000, 1_000).await?;
+//!     jobs.delete_batch(&[got[0].handle.clone()]).await?;
+//!     Ok(())
+//! });
+//! sim.run().unwrap();
+//! assert!(sqs.borrow().bodies("jobs").is_empty());
+//! ```
 
 mod queue;
 mod rpc;

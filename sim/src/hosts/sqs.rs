@@ -1,7 +1,8 @@
 //! A pure, deterministic, in-memory model of SQS standard queues.
 //!
 //! It models the worst case AWS documents, not what one emulator does:
-//! at-least-once, unordered delivery (a seeded pick among visible messages),
+//! at-least-once, unordered delivery (a seeded pick among the oldest visible
+//! messages, within a reorder window),
 //! occasional duplicate delivery (a second copy of a message stays in the
 //! queue and is delivered again later, with its own receipt handles),
 //! visibility timeouts and receive counts, a new receipt handle per receive
@@ -12,19 +13,25 @@
 //! (`NonExistentQueue` for every call, `QueueDeletedRecently` for 60 s).
 //!
 //! There is no I/O and no async: every call takes the simulated time as
-//! `now_ms`. Each operation costs O(log n) or amortised O(1): copies that are
-//! hidden wait in a set ordered by the time they become visible, and visible
-//! copies sit in a vector from which a random one is swap-removed.
+//! `now_ms`. Each operation costs O(log n) or amortised O(1) (see
+//! `state.rs` for how).
 //!
 //! Ground truth for an oracle comes out through [`SqsObserver`].
+//!
+//! Simplifications, each on the lenient side of nothing: retention is
+//! enforced when an expired copy is picked by a receive (until then
+//! [`SqsModel::stats`] still counts it, as SQS's approximate counts may);
+//! the up-to-60-s window after a queue deletion in which sends may seem to
+//! succeed and then vanish is not modelled (every call fails at once); a
+//! message body's 1 MiB limit is checked only as part of its batch's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tally::core::retry::{BATCH_BYTES_MAX, BATCH_MAX};
-use tally::core::{EntryError, QueueError, QueueStats};
+use tally::core::{EntryError, QueueError};
 
 /// How long a deleted queue's name stays unusable, as on SQS.
 pub const DELETED_RECENTLY_MS: u64 = 60_000;
@@ -35,6 +42,9 @@ pub const VISIBILITY_MAX_MS: u64 = 12 * 3600 * 1000;
 pub const RETENTION_DEFAULT_MS: u64 = 4 * 24 * 3600 * 1000;
 /// Received-but-not-deleted messages a queue holds before receives fail.
 pub const IN_FLIGHT_MAX: u64 = 120_000;
+/// How far out of order delivery is by default (see
+/// [`SqsModel::set_reorder_window`]).
+pub const REORDER_WINDOW: u64 = 1_000;
 /// The provider code for calls on a queue that does not exist.
 pub const NON_EXISTENT_QUEUE: &str = "AWS.SimpleQueueService.NonExistentQueue";
 /// The provider code for recreating a queue within 60 s of its deletion.
@@ -112,115 +122,6 @@ fn tell(observer: &mut Observer, event: impl FnOnce(&mut dyn SqsObserver)) {
     }
 }
 
-/// One copy of a message. Duplicates are separate copies sharing a
-/// message id.
-#[derive(Debug)]
-struct Copy {
-    message_id: u64,
-    body: String,
-    receive_count: u32,
-    visible_at_ms: u64,
-    sent_ms: u64,
-    first_receive_ms: Option<u64>,
-    /// Index in [`QueueState::visible`] while visible; `None` while hidden.
-    visible_pos: Option<usize>,
-}
-
-#[derive(Debug)]
-struct QueueState {
-    attrs: QueueAttrs,
-    copies: BTreeMap<u64, Copy>,
-    /// Hidden copies by the time they become visible.
-    hidden: BTreeSet<(u64, u64)>,
-    /// Visible copies, in no meaningful order.
-    visible: Vec<u64>,
-}
-
-impl QueueState {
-    fn new(attrs: QueueAttrs) -> Self {
-        Self {
-            attrs,
-            copies: BTreeMap::new(),
-            hidden: BTreeSet::new(),
-            visible: Vec::new(),
-        }
-    }
-
-    /// Make every copy whose visibility ran out visible.
-    fn promote(&mut self, now_ms: u64) {
-        while let Some(&(at_ms, id)) = self.hidden.first() {
-            if at_ms > now_ms {
-                break;
-            }
-            self.hidden.pop_first();
-            self.show(id);
-        }
-    }
-
-    fn show(&mut self, id: u64) {
-        let copy = self.copies.get_mut(&id).expect("shown copy exists");
-        copy.visible_pos = Some(self.visible.len());
-        self.visible.push(id);
-    }
-
-    fn insert(&mut self, id: u64, copy: Copy) {
-        self.copies.insert(id, copy);
-        self.show(id);
-    }
-
-    /// Take the visible copy at `pos` out of the visible vector.
-    fn take_visible(&mut self, pos: usize) -> u64 {
-        let id = self.visible.swap_remove(pos);
-        if let Some(&moved) = self.visible.get(pos) {
-            self.copies.get_mut(&moved).expect("visible copy exists").visible_pos = Some(pos);
-        }
-        self.copies.get_mut(&id).expect("visible copy exists").visible_pos = None;
-        id
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Copy> {
-        let (pos, at_ms) = {
-            let copy = self.copies.get(&id)?;
-            (copy.visible_pos, copy.visible_at_ms)
-        };
-        match pos {
-            Some(pos) => {
-                self.take_visible(pos);
-            }
-            None => {
-                self.hidden.remove(&(at_ms, id));
-            }
-        }
-        self.copies.remove(&id)
-    }
-
-    fn hide(&mut self, id: u64, until_ms: u64) {
-        let copy = self.copies.get_mut(&id).expect("hidden copy exists");
-        debug_assert!(copy.visible_pos.is_none());
-        self.hidden.remove(&(copy.visible_at_ms, id));
-        copy.visible_at_ms = until_ms;
-        self.hidden.insert((until_ms, id));
-    }
-
-    fn stats(&self) -> QueueStats {
-        let visible = self.visible.len() as u64;
-        QueueStats {
-            visible,
-            in_flight: self.copies.len() as u64 - visible,
-        }
-    }
-}
-
-/// A receipt handle: which copy, and which receive of it.
-fn handle(copy_id: u64, receive_count: u32) -> String {
-    format!("{copy_id:x}.{receive_count}")
-}
-
-fn parse_handle(handle: &str) -> Option<(u64, u32)> {
-    let (id, count) = handle.split_once('.')?;
-    Some((u64::from_str_radix(id, 16).ok()?, count.parse().ok()?))
-}
-
 fn permanent(code: &str, message: String) -> QueueError {
     QueueError::Permanent {
         code: code.into(),
@@ -260,18 +161,24 @@ fn check_batch<T>(entries: &[T]) -> Result<(), QueueError> {
 }
 
 /// Every queue of one simulated SQS region.
+///
+/// `now_ms` is the simulation's elapsed time in milliseconds: inside a host
+/// [`crate::clock::sim_now_ms`], outside (a fault injector between steps)
+/// `sim.elapsed().as_millis()`. It must never go backwards.
 pub struct SqsModel {
     queues: BTreeMap<String, QueueState>,
     /// When each deleted queue name was deleted.
     deleted_ms: BTreeMap<String, u64>,
     faults: SqsFaults,
     in_flight_max: u64,
+    reorder_window: u64,
     /// Picks which visible copy a receive returns.
     order_rng: ChaCha8Rng,
     /// Draws injected faults, apart from the order so changing a rate does
     /// not reshuffle delivery.
     fault_rng: ChaCha8Rng,
-    next_copy_id: u64,
+    /// Numbers every copy ever made, for receipt handles.
+    next_serial: u64,
     next_message_id: u64,
     observer: Observer,
 }
@@ -297,9 +204,10 @@ impl SqsModel {
             deleted_ms: BTreeMap::new(),
             faults,
             in_flight_max: IN_FLIGHT_MAX,
+            reorder_window: REORDER_WINDOW,
             order_rng,
             fault_rng,
-            next_copy_id: 0,
+            next_serial: 0,
             next_message_id: 0,
             observer: None,
         }
@@ -326,16 +234,38 @@ impl SqsModel {
         self.in_flight_max = in_flight_max;
     }
 
+    /// Change how far out of order delivery may be: a receive picks among
+    /// the copies that became visible within this many visibility events of
+    /// the oldest visible copy (1 delivers oldest first).
+    pub fn set_reorder_window(&mut self, reorder_window: u64) {
+        self.reorder_window = reorder_window.max(1);
+    }
+
     /// Names of the existing queues, in order.
     pub fn queue_names(&self) -> Vec<String> {
         self.queues.keys().cloned().collect()
     }
 
-    /// Bodies of every copy in `queue` (visible or not), in send order.
+    /// Whether `queue` exists.
+    pub fn exists(&self, queue: &str) -> bool {
+        self.queues.contains_key(queue)
+    }
+
+    /// The attributes `queue` was created with.
+    pub fn attrs(&self, queue: &str) -> Option<&QueueAttrs> {
+        self.queues.get(queue).map(|q| &q.attrs)
+    }
+
+    /// Bodies of every copy in `queue` (visible or not), in the order the
+    /// copies arrived in it.
     pub fn bodies(&self, queue: &str) -> Vec<&str> {
         self.queues
             .get(queue)
-            .map(|q| q.copies.values().map(|c| c.body.as_str()).collect())
+            .map(|q| {
+                let mut copies: Vec<_> = q.copies().map(|c| (c.serial, &*c.body)).collect();
+                copies.sort_unstable();
+                copies.into_iter().map(|(_, body)| body).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -344,10 +274,10 @@ impl SqsModel {
     pub fn next_visible_ms(&mut self, queue: &str, now_ms: u64) -> Option<u64> {
         let q = self.queues.get_mut(queue)?;
         q.promote(now_ms);
-        if !q.visible.is_empty() {
+        if q.has_visible() {
             return Some(now_ms);
         }
-        q.hidden.first().map(|&(at_ms, _)| at_ms)
+        q.next_hidden_ms()
     }
 
     fn chance(&mut self, rate: f64) -> bool {
@@ -388,7 +318,7 @@ impl SqsModel {
     /// Delete `queue` and every message in it; its name is unusable for 60 s.
     pub fn delete_queue(&mut self, queue: &str, now_ms: u64) -> Result<(), QueueError> {
         let state = self.queues.remove(queue).ok_or_else(|| missing(queue))?;
-        for copy in state.copies.values() {
+        for copy in state.copies() {
             tell(&mut self.observer, |o| o.destroyed(queue, &copy.body));
         }
         self.deleted_ms.insert(queue.into(), now_ms);
@@ -419,19 +349,20 @@ impl SqsModel {
                 statuses.push(Err(err));
                 continue;
             }
-            let copy = Copy {
+            self.next_serial += 1;
+            let copy = MessageCopy {
+                serial: self.next_serial,
                 message_id: self.next_message_id,
-                body: body.clone(),
+                body: body.as_str().into(),
                 receive_count: 0,
                 visible_at_ms: now_ms,
                 sent_ms: now_ms,
                 first_receive_ms: None,
-                visible_pos: None,
+                visible_seq: HIDDEN,
             };
             self.next_message_id += 1;
-            self.next_copy_id += 1;
             let q = self.queues.get_mut(queue).expect("checked above");
-            q.insert(self.next_copy_id, copy);
+            q.insert(copy);
             tell(&mut self.observer, |o| o.accepted(queue, body));
             statuses.push(Ok(()));
         }
@@ -440,6 +371,9 @@ impl SqsModel {
 }
 
 mod receive;
+mod state;
+
+use state::{Handle, MessageCopy, QueueState, HIDDEN};
 
 #[cfg(test)]
 mod tests;

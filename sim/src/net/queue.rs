@@ -129,7 +129,11 @@ pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
                 tokio::task::spawn_local(poll.run());
             }
             request => {
-                let wakes = matches!(request, SqsRequest::Send { .. } | SqsRequest::ChangeVisibility { .. });
+                // A parked poll must hear of new messages, and of its queue's end.
+                let wakes = matches!(
+                    request,
+                    SqsRequest::Send { .. } | SqsRequest::ChangeVisibility { .. } | SqsRequest::DeleteQueue { .. }
+                );
                 let reply = apply(&mut model.borrow_mut(), request, sim_now_ms());
                 if wakes {
                     changes.notify_waiters();
@@ -139,6 +143,11 @@ pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
         }
     }
 }
+
+/// How often a parked long poll looks again without being woken, so that
+/// changes made to the model directly (a fault injector deleting a queue
+/// outside any host) are seen within this time.
+const RECHECK_MS: u64 = 1_000;
 
 /// A receive waiting inside the host for a message to become visible.
 struct LongPoll {
@@ -172,6 +181,7 @@ impl LongPoll {
                 .borrow_mut()
                 .next_visible_ms(&self.queue, now_ms)
                 .unwrap_or(self.deadline_ms)
+                .min(now_ms + RECHECK_MS)
                 .clamp(now_ms + 1, self.deadline_ms);
             tokio::select! {
                 biased;

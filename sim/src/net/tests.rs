@@ -186,3 +186,115 @@ fn the_same_seed_twice_gives_identical_outcomes_and_another_seed_does_not() {
     assert_eq!(first, busy_trace(7));
     assert_ne!(first, busy_trace(8));
 }
+
+#[test]
+fn calls_to_a_crashed_sqs_host_time_out_and_succeed_again_after_its_restart() {
+    let (mut sim, _sqs, _s3) = cloud(5, SqsFaults::default());
+    let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&outcomes);
+    sim.client("client", async move {
+        let queue = jobs();
+        queue.ensure().await?;
+        for i in 0..30 {
+            let outcome = queue.send_batch(&batch(i..i + 1)).await;
+            seen.borrow_mut().push(match outcome {
+                Ok(_) => "ok",
+                Err(QueueError::Retryable { .. }) => "lost",
+                Err(_) => "other",
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    });
+    for _ in 0..300 {
+        sim.step().unwrap();
+    }
+    sim.crash("sqs");
+    for _ in 0..600 {
+        sim.step().unwrap();
+    }
+    sim.bounce("sqs");
+    sim.run().unwrap();
+    let outcomes = outcomes.borrow().join(" ");
+    assert!(outcomes.starts_with("ok ok"), "{outcomes}");
+    assert!(outcomes.contains("ok lost"), "{outcomes}");
+    assert!(outcomes.contains("lost ok"), "{outcomes}");
+    assert!(outcomes.ends_with("ok ok"), "{outcomes}");
+    assert!(!outcomes.contains("other"), "{outcomes}");
+}
+
+#[test]
+fn a_queue_deleted_during_a_long_poll_answers_missing_and_refuses_recreation_for_a_minute() {
+    let (mut sim, _sqs, _s3) = cloud(6, SqsFaults::default());
+    sim.client("poller", async {
+        let queue = jobs();
+        queue.ensure().await?;
+        let err = queue.receive(10, 30_000, 20_000).await.unwrap_err();
+        assert!(matches!(err, QueueError::Missing { .. }), "{err:?}");
+        match queue.ensure().await {
+            Err(QueueError::DeletedRecently { retry_after_ms, .. }) => {
+                assert!((50_000..=60_000).contains(&retry_after_ms), "{retry_after_ms}");
+                tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+            }
+            other => panic!("expected DeletedRecently, got {other:?}"),
+        }
+        queue.ensure().await?;
+        assert!(queue.stats().await?.is_drained());
+        Ok(())
+    });
+    sim.client("operator", async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        jobs().delete_queue().await?;
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+/// Every body any queue accepted, however often.
+struct Accepted(Rc<RefCell<std::collections::BTreeSet<String>>>);
+
+impl crate::hosts::SqsObserver for Accepted {
+    fn accepted(&mut self, _queue: &str, body: &str) {
+        self.0.borrow_mut().insert(body.into());
+    }
+}
+
+#[test]
+fn tallys_resilient_calls_get_every_body_accepted_through_a_queue_deletion_and_a_partition() {
+    let (mut sim, sqs, _s3) = cloud(8, SqsFaults::default());
+    let accepted = Rc::new(RefCell::new(std::collections::BTreeSet::new()));
+    sqs.borrow_mut().set_observer(Box::new(Accepted(Rc::clone(&accepted))));
+    sim.client("submitter", async {
+        let queue = jobs();
+        let clock = crate::clock::SimClock::new();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let calls = tally::core::retry::Calls {
+            queue: &queue,
+            clock: &clock,
+            policy: tally::core::Policy::Real,
+            shutdown: &shutdown,
+        };
+        queue.ensure().await?;
+        for round in 0..20 {
+            calls.send_all(&batch(round * 5..round * 5 + 5)).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    });
+    sim.client("operator", async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        jobs().delete_queue().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        turmoil::partition("submitter", "sqs");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        turmoil::repair("submitter", "sqs");
+        Ok(())
+    });
+    sim.run().unwrap();
+    assert_eq!(*accepted.borrow(), batch(0..100).into_iter().collect());
+    let left = sqs.borrow().bodies("jobs").len();
+    assert!(
+        (50..100).contains(&left),
+        "{left} bodies left: the deletion destroyed none?"
+    );
+}

@@ -1,11 +1,10 @@
 //! Receiving, and what receivers do with what they hold: delete, change
 //! visibility, and the depths they ask about.
 
-use rand::Rng;
 use tally::core::{EntryError, QueueError, QueueStats, Received};
 
 use super::{
-    check_batch, entry_error, handle, missing, parse_handle, permanent, tell, Copy, QueueState, SqsModel,
+    check_batch, entry_error, missing, permanent, tell, Handle, MessageCopy, QueueState, SqsModel, HIDDEN,
     VISIBILITY_MAX_MS,
 };
 
@@ -16,7 +15,7 @@ enum Pick {
     DeadLetter(String),
 }
 
-fn pick_fate(q: &QueueState, copy: &Copy, queue: &str, now_ms: u64) -> Pick {
+fn pick_fate(q: &QueueState, copy: &MessageCopy, queue: &str, now_ms: u64) -> Pick {
     if copy.sent_ms.saturating_add(q.attrs.retention_ms) <= now_ms {
         return Pick::Expire;
     }
@@ -69,11 +68,12 @@ impl SqsModel {
         }
         let mut out = Vec::with_capacity(max);
         let mut duplicates = Vec::new();
-        while out.len() < max && !self.queues[queue].visible.is_empty() {
+        while out.len() < max {
             let q = self.queues.get_mut(queue).expect("checked above");
-            let pos = self.order_rng.random_range(0..q.visible.len());
-            let id = q.take_visible(pos);
-            let fate = match pick_fate(q, &q.copies[&id], queue, now_ms) {
+            let Some(id) = q.pick(&mut self.order_rng, self.reorder_window) else {
+                break;
+            };
+            let fate = match pick_fate(q, q.copy(id), queue, now_ms) {
                 // A redrive to a missing dead-letter queue delivers instead.
                 Pick::DeadLetter(target) if !self.queues.contains_key(&target) => Pick::Deliver,
                 fate => fate,
@@ -81,7 +81,7 @@ impl SqsModel {
             match fate {
                 Pick::Expire => {
                     let q = self.queues.get_mut(queue).expect("checked above");
-                    let copy = q.remove(id).expect("picked copy exists");
+                    let copy = q.remove(id);
                     tell(&mut self.observer, |o| o.destroyed(queue, &copy.body));
                 }
                 Pick::DeadLetter(dead_letter) => self.dead_letter(queue, &dead_letter, id, now_ms),
@@ -101,14 +101,19 @@ impl SqsModel {
     }
 
     /// Hide the picked copy `id` for `visibility_ms` and describe it.
-    fn deliver(&mut self, queue: &str, id: u64, visibility_ms: u64, now_ms: u64) -> Received {
+    fn deliver(&mut self, queue: &str, id: usize, visibility_ms: u64, now_ms: u64) -> Received {
         let q = self.queues.get_mut(queue).expect("delivering from an existing queue");
-        let copy = q.copies.get_mut(&id).expect("picked copy exists");
+        let copy = q.copy_mut(id);
         copy.receive_count += 1;
         copy.first_receive_ms.get_or_insert(now_ms);
+        let handle = Handle {
+            slot: id,
+            serial: copy.serial,
+            receive_count: copy.receive_count,
+        };
         let received = Received {
-            body: copy.body.clone(),
-            handle: handle(id, copy.receive_count),
+            body: copy.body.to_string(),
+            handle: handle.to_string(),
             message_id: format!("m{}", copy.message_id),
             receive_count: copy.receive_count,
         };
@@ -121,36 +126,36 @@ impl SqsModel {
 
     /// Leave a second, visible copy of `id` behind, as a copy on another
     /// server would be. It keeps the receive count from before this receive.
-    fn duplicate(&mut self, queue: &str, id: u64, now_ms: u64) {
+    fn duplicate(&mut self, queue: &str, id: usize, now_ms: u64) {
         let q = self.queues.get_mut(queue).expect("duplicating in an existing queue");
-        let Some(original) = q.copies.get(&id) else {
-            return;
-        };
-        let copy = Copy {
+        let original = q.copy(id);
+        self.next_serial += 1;
+        let copy = MessageCopy {
+            serial: self.next_serial,
             message_id: original.message_id,
             body: original.body.clone(),
             receive_count: original.receive_count.saturating_sub(1),
             visible_at_ms: now_ms,
             sent_ms: original.sent_ms,
             first_receive_ms: None,
-            visible_pos: None,
+            visible_seq: HIDDEN,
         };
-        self.next_copy_id += 1;
         tell(&mut self.observer, |o| o.duplicated(queue, &copy.body));
-        q.insert(self.next_copy_id, copy);
+        q.insert(copy);
     }
 
     /// Move copy `id` to the existing queue `dead_letter`, keeping its send
     /// time and receive count.
-    fn dead_letter(&mut self, queue: &str, dead_letter: &str, id: u64, now_ms: u64) {
+    fn dead_letter(&mut self, queue: &str, dead_letter: &str, id: usize, now_ms: u64) {
         let q = self.queues.get_mut(queue).expect("redriving from an existing queue");
-        let mut copy = q.remove(id).expect("picked copy exists");
+        let mut copy = q.remove(id);
         tell(&mut self.observer, |o| o.dead_lettered(queue, dead_letter, &copy.body));
         copy.visible_at_ms = now_ms;
-        copy.visible_pos = None;
-        self.next_copy_id += 1;
-        let target = self.queues.get_mut(dead_letter).expect("checked above");
-        target.insert(self.next_copy_id, copy);
+        copy.visible_seq = HIDDEN;
+        self.next_serial += 1;
+        copy.serial = self.next_serial;
+        let target = self.queues.get_mut(dead_letter).expect("checked by the caller");
+        target.insert(copy);
     }
 
     /// Delete up to ten messages by receipt handle. A stale handle (the copy
@@ -168,7 +173,7 @@ impl SqsModel {
             .promote(now_ms);
         let mut statuses = Vec::with_capacity(handles.len());
         for text in handles {
-            let Some((id, count)) = parse_handle(text) else {
+            let Some(handle) = Handle::parse(text) else {
                 statuses.push(Err(invalid_handle(text)));
                 continue;
             };
@@ -177,8 +182,8 @@ impl SqsModel {
                 continue;
             }
             let q = self.queues.get_mut(queue).expect("checked above");
-            if q.copies.get(&id).is_some_and(|c| c.receive_count == count && count > 0) {
-                let copy = q.remove(id).expect("checked above");
+            if let Some(id) = q.current(handle) {
+                let copy = q.remove(id);
                 tell(&mut self.observer, |o| o.deleted(queue, &copy.body));
             }
             statuses.push(Ok(()));
@@ -219,14 +224,11 @@ impl SqsModel {
         visibility_ms: u64,
         now_ms: u64,
     ) -> Result<(), EntryError> {
-        let (id, count) = parse_handle(text).ok_or_else(|| invalid_handle(text))?;
+        let handle = Handle::parse(text).ok_or_else(|| invalid_handle(text))?;
         let q = self.queues.get_mut(queue).expect("checked by the caller");
-        let copy = q
-            .copies
-            .get(&id)
-            .filter(|c| c.receive_count == count)
-            .ok_or_else(|| invalid_handle(text))?;
-        if copy.visible_pos.is_some() {
+        let id = q.current(handle).ok_or_else(|| invalid_handle(text))?;
+        let copy = q.copy(id);
+        if copy.visible_seq != HIDDEN {
             return Err(entry_error(
                 "AWS.SimpleQueueService.MessageNotInflight",
                 format!("the message of {text:?} is not in flight"),

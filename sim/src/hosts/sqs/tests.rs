@@ -106,11 +106,11 @@ fn every_call_on_a_deleted_queue_is_missing_with_the_provider_code() {
         NON_EXISTENT_QUEUE
     );
     assert_eq!(
-        code(m.delete_batch(Q, &["1.1".into()], 1_000).unwrap_err()),
+        code(m.delete_batch(Q, &["1.1.1".into()], 1_000).unwrap_err()),
         NON_EXISTENT_QUEUE
     );
     assert_eq!(
-        code(m.change_visibility_batch(Q, &["1.1".into()], 0, 1_000).unwrap_err()),
+        code(m.change_visibility_batch(Q, &["1.1.1".into()], 0, 1_000).unwrap_err()),
         NON_EXISTENT_QUEUE
     );
     assert_eq!(code(m.stats(Q, 1_000).unwrap_err()), NON_EXISTENT_QUEUE);
@@ -155,7 +155,7 @@ fn batches_over_ten_entries_or_one_mebibyte_or_empty_are_permanent_errors() {
     assert!(permanent(m.send_batch(Q, &bodies(0..11), 0)));
     assert!(permanent(m.send_batch(Q, &[], 0)));
     assert!(permanent(m.send_batch(Q, &["x".repeat(BATCH_BYTES_MAX + 1)], 0)));
-    let handles: Vec<String> = (0..11).map(|i| format!("{i}.1")).collect();
+    let handles: Vec<String> = (0..11).map(|i| format!("{i}.1.1")).collect();
     assert!(permanent(m.delete_batch(Q, &handles, 0)));
     assert!(permanent(m.change_visibility_batch(Q, &handles, 0, 0)));
     assert!(matches!(m.receive(Q, 11, 0, 0), Err(QueueError::Permanent { .. })));
@@ -305,4 +305,36 @@ fn the_observer_sees_accepted_delivered_deleted_and_destroyed_bodies() {
     assert_eq!(log.deleted, vec![got[0].body.clone()]);
     assert_eq!(log.destroyed.len(), 1);
     assert_ne!(log.destroyed[0], got[0].body);
+}
+
+#[test]
+fn an_old_message_is_not_starved_by_a_stream_of_new_ones() {
+    let mut m = model(18);
+    m.send_batch(Q, &["old".to_string()], 0).unwrap();
+    send_all(&mut m, 5_000, 0);
+    for round in 0..2_000 {
+        let got = m.receive(Q, 10, 30_000, round).unwrap();
+        if got.iter().any(|r| r.body == "old") {
+            return;
+        }
+        let handles: Vec<String> = got.into_iter().map(|r| r.handle).collect();
+        m.delete_batch(Q, &handles, round).unwrap();
+        let fresh: Vec<String> = (0..10).map(|i| format!("new-{round}-{i}")).collect();
+        m.send_batch(Q, &fresh, round).unwrap();
+    }
+    panic!("the oldest message was never delivered");
+}
+
+#[test]
+fn a_reorder_window_of_one_delivers_oldest_first() {
+    let mut m = model(19);
+    m.set_reorder_window(1);
+    send_all(&mut m, 30, 0);
+    let got: Vec<String> = m
+        .receive(Q, 10, 1_000, 0)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(got, bodies(0..10));
 }
