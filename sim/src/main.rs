@@ -104,7 +104,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eoutln!("tally-sim: {e:#}");
+            eprintln!("tally-sim: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -207,12 +207,14 @@ fn run(a: RunArgs) -> anyhow::Result<u8> {
         ) {
             None if again.trace_hash == out.trace_hash => outln!(
                 "deterministic: both runs have trace {:016x} ({} events)",
-                out.trace_hash, out.trace_events
+                out.trace_hash,
+                out.trace_events
             ),
             None => {
                 outln!(
                     "NOT deterministic: traces {:016x} and {:016x} differ past the captured events",
-                    out.trace_hash, again.trace_hash
+                    out.trace_hash,
+                    again.trace_hash
                 );
                 return Ok(1);
             }
@@ -223,7 +225,7 @@ fn run(a: RunArgs) -> anyhow::Result<u8> {
         }
     }
     if !out.verdict.passed() {
-        eoutln!("replay: {}", replay_command(&a.common, a.seed));
+        eprintln!("replay: {}", replay_command(&a.common, a.seed));
         return Ok(1);
     }
     Ok(0)

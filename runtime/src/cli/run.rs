@@ -20,7 +20,7 @@ use crate::core::reconciler::reconcile;
 use crate::core::retry::CallError;
 use crate::core::submitter::{SubmitStats, Submitter};
 use crate::core::worker::{Worker, WorkerConfig, WorkerStats};
-use crate::core::{Queue, Shutdown};
+use crate::core::Shutdown;
 use crate::sweep::Sweep;
 
 /// How often the run checks for completion and redraws progress.
@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     ] {
         let released = db.release_orphans(queue).context("cannot read the queues")?;
         if released > 0 {
-            ecrate::outln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
+            eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
         }
     }
     let started_ms = local.clock.mono_ms();
@@ -64,7 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let role_error = roles.join().await;
     progress.finish_and_clear();
     if interrupted.load(Ordering::SeqCst) {
-        ecrate::outln!("tally: interrupted; nothing is lost: rerun the same command to resume");
+        eprintln!("tally: interrupted; nothing is lost: rerun the same command to resume");
         return Ok(EXIT_INTERRUPTED);
     }
     outcome?;
@@ -257,12 +257,10 @@ async fn drive(
 /// Jobs queue first, then results: a job leaves the work queue only after
 /// its result entered the results queue, so both empty means all stored.
 async fn drained(local: &Local) -> anyhow::Result<bool> {
-    let jobs = local.jobs.stats().await.context("cannot read the work queue")?;
-    if !jobs.is_drained() {
+    if !local.jobs.is_empty().context("cannot read the work queue")? {
         return Ok(false);
     }
-    let results = local.results.stats().await.context("cannot read the results queue")?;
-    Ok(results.is_drained())
+    local.results.is_empty().context("cannot read the results queue")
 }
 
 fn progress_bar(len: u64) -> ProgressBar {

@@ -83,6 +83,7 @@ PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
 PRAGMA busy_timeout=10000;
 PRAGMA wal_autocheckpoint=10000;
+PRAGMA cache_size=-65536;
 CREATE TABLE IF NOT EXISTS queues(
     name TEXT PRIMARY KEY,
     visibility_ms INTEGER NOT NULL,
@@ -232,6 +233,16 @@ impl SqliteQueue {
             })
             .map_err(sql_err)?
             .ok_or_else(|| missing(&self.name))
+    }
+
+    /// True when the queue holds no message at all, visible or not. Unlike
+    /// [`Queue::stats`] it costs one index probe, not a count.
+    pub fn is_empty(&self) -> Result<bool, QueueError> {
+        let conn = self.db.conn.lock().expect("queue lock");
+        self.attrs(&conn)?;
+        conn.prepare_cached("SELECT NOT EXISTS(SELECT 1 FROM messages WHERE queue=?1)")
+            .and_then(|mut s| s.query_row([&self.name], |r| r.get::<_, bool>(0)))
+            .map_err(sql_err)
     }
 
     fn try_receive(&self, max: usize, visibility_ms: u64) -> Result<Vec<Received>, QueueError> {
