@@ -20,6 +20,7 @@
 //!   drawn from the seed.
 //! - [`schedule`]: the exact faults of one run, drawn from a scenario and a
 //!   seed, written to and replayed from a file.
+//! - [`shrink`]: delta debugging of a failing schedule to a minimal one.
 //! - [`roles`]: the role hosts, each running tally's protocol code.
 //! - [`world`]: one run: hosts, fault driver, healing, final check.
 //! - [`oracle`], [`checker`]: ground truth, and its comparison with what the
@@ -38,6 +39,7 @@ pub mod oracle;
 pub mod roles;
 pub mod scenario;
 pub mod schedule;
+pub mod shrink;
 pub mod trace;
 pub mod tripwire;
 pub mod world;

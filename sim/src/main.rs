@@ -33,8 +33,25 @@ enum Command {
     Run(RunArgs),
     /// Run a range of seeds and list the failing ones.
     Sweep(SweepArgs),
-    /// Replay a run from a schedule file written by `run --schedule-out`.
+    /// Replay a run from a schedule file written by `run --schedule-out`
+    /// or `shrink`.
     Replay(ReplayArgs),
+    /// Shrink a failing seed's fault schedule to a minimal one that still
+    /// fails the same way, and write it as a regression.
+    Shrink(ShrinkArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ShrinkArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The failing seed.
+    #[arg(long)]
+    seed: u64,
+    /// Where to write the minimal schedule (default:
+    /// scenarios/regressions/SCENARIO-POLICY-SEED.toml).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +102,9 @@ struct ReplayArgs {
     /// A schedule file.
     #[arg(long)]
     schedule: PathBuf,
+    /// Replay under this protocol instead of the schedule's own.
+    #[arg(long, value_enum)]
+    policy: Option<Policy>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -100,6 +120,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a),
         Command::Sweep(a) => sweep(a),
         Command::Replay(a) => replay(a),
+        Command::Shrink(a) => shrink(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -278,8 +299,49 @@ fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
 
 fn replay(a: ReplayArgs) -> anyhow::Result<u8> {
     let text = std::fs::read_to_string(&a.schedule)?;
-    let schedule = Schedule::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.schedule.display()))?;
+    let mut schedule = Schedule::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.schedule.display()))?;
+    if let Some(policy) = a.policy {
+        schedule.policy = policy;
+    }
     let (out, wall_s) = timed(|| world::run(&schedule, false));
     print(&summary(&schedule, &out, wall_s), a.json);
     Ok(u8::from(!out.verdict.passed()))
+}
+
+fn shrink(a: ShrinkArgs) -> anyhow::Result<u8> {
+    let scenario = load(&a.common)?;
+    let schedule = Schedule::draw(&scenario.resolve(a.seed), a.seed, a.common.policy);
+    let (shrunk, wall_s) = timed(|| tally_sim::shrink::shrink(&schedule, |step| eprintln!("shrink: {step}")));
+    let shrunk = shrunk.map_err(|e| anyhow::anyhow!("seed {}: {e}", a.seed))?;
+    let out = a.out.unwrap_or_else(|| {
+        PathBuf::from("scenarios/regressions").join(format!(
+            "{}-{}-{}.toml",
+            scenario.name,
+            a.common.policy.name(),
+            a.seed
+        ))
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let header = format!(
+        "# Shrunk from `{}`: {} faults -> {}, in {} runs ({wall_s:.1} s).\n# Violations: {:?}\n",
+        replay_command(&a.common, a.seed),
+        shrunk.faults_before,
+        shrunk.faults_after,
+        shrunk.runs,
+        shrunk.kinds
+    );
+    std::fs::write(&out, format!("{header}{}", shrunk.schedule.to_toml()))?;
+    outln!("{}", shrunk.schedule.to_toml());
+    outln!(
+        "faults {} -> {} in {} runs, {wall_s:.1} s; violations {:?}",
+        shrunk.faults_before,
+        shrunk.faults_after,
+        shrunk.runs,
+        shrunk.kinds
+    );
+    outln!("written to {}", out.display());
+    outln!("replay: tally-sim replay --schedule {}", out.display());
+    Ok(0)
 }

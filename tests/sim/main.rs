@@ -5,6 +5,7 @@
 //! same runs. Replays must be exact.
 
 mod mutants;
+mod regressions;
 mod replay;
 mod schedules;
 

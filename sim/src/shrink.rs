@@ -1,0 +1,202 @@
+//! Shrinking a failing run to a minimal fault schedule.
+//!
+//! Delta debugging (ddmin) over the schedule's faults — timed events and
+//! nonzero fault rates alike — then fewer jobs and workers, keeping the same
+//! violation class, until removing any single remaining fault makes the
+//! run pass.
+
+use std::collections::BTreeSet;
+
+use crate::schedule::{Event, Schedule};
+use crate::world;
+
+/// The faults of a schedule as removable units.
+#[derive(Clone, Debug, PartialEq)]
+enum Unit {
+    Event(Event),
+    Rate(&'static str),
+}
+
+/// What shrinking found.
+#[derive(Debug)]
+pub struct Shrunk {
+    /// The minimal failing schedule.
+    pub schedule: Schedule,
+    /// Faults before shrinking.
+    pub faults_before: usize,
+    /// Faults after.
+    pub faults_after: usize,
+    /// Runs tried.
+    pub runs: u64,
+    /// The violation kinds the minimal run shows.
+    pub kinds: BTreeSet<&'static str>,
+}
+
+fn rates(s: &Schedule) -> Vec<&'static str> {
+    let r = &s.resolved;
+    [
+        ("lost_reply_rate", r.lost_reply_rate),
+        ("s3_error_rate", r.s3_error_rate),
+        ("sqs_entry_failure_rate", r.sqs_entry_failure_rate),
+        ("duplicate_delivery_rate", r.duplicate_delivery_rate),
+        ("slow_job_rate", r.slow_job_rate),
+        ("clock_skew_ms", r.clock_skew_ms as f64),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v > 0.0)
+    .map(|(k, _)| k)
+    .collect()
+}
+
+fn units(s: &Schedule) -> Vec<Unit> {
+    s.events
+        .iter()
+        .cloned()
+        .map(Unit::Event)
+        .chain(rates(s).into_iter().map(Unit::Rate))
+        .collect()
+}
+
+/// The schedule keeping only `keep` of `base`'s faults.
+fn with_units(base: &Schedule, keep: &[Unit]) -> Schedule {
+    let mut s = base.clone();
+    s.events = keep
+        .iter()
+        .filter_map(|u| if let Unit::Event(e) = u { Some(e.clone()) } else { None })
+        .collect();
+    let kept: Vec<&str> = keep
+        .iter()
+        .filter_map(|u| if let Unit::Rate(r) = u { Some(*r) } else { None })
+        .collect();
+    let r = &mut s.resolved;
+    let zero = |name: &str| !kept.contains(&name);
+    if zero("lost_reply_rate") {
+        r.lost_reply_rate = 0.0;
+    }
+    if zero("s3_error_rate") {
+        r.s3_error_rate = 0.0;
+    }
+    if zero("sqs_entry_failure_rate") {
+        r.sqs_entry_failure_rate = 0.0;
+    }
+    if zero("duplicate_delivery_rate") {
+        r.duplicate_delivery_rate = 0.0;
+    }
+    if zero("slow_job_rate") {
+        r.slow_job_rate = 0.0;
+    }
+    if zero("clock_skew_ms") {
+        r.clock_skew_ms = 0;
+    }
+    s
+}
+
+/// The number of faults in a schedule.
+pub fn fault_count(s: &Schedule) -> usize {
+    units(s).len()
+}
+
+struct Tester {
+    wanted: BTreeSet<&'static str>,
+    runs: u64,
+}
+
+impl Tester {
+    /// Whether `s` still fails with a wanted violation kind.
+    fn fails(&mut self, s: &Schedule) -> Option<BTreeSet<&'static str>> {
+        self.runs += 1;
+        let out = world::run(s, false);
+        let kinds: BTreeSet<&'static str> = out.verdict.counts.keys().copied().collect();
+        kinds.iter().any(|k| self.wanted.contains(k)).then_some(kinds)
+    }
+}
+
+/// Shrink `failing`, which must fail. `progress` hears about each step.
+pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shrunk, String> {
+    let first = world::run(failing, false);
+    if first.verdict.passed() {
+        return Err("the run passes: there is nothing to shrink".into());
+    }
+    let mut t = Tester {
+        wanted: first.verdict.counts.keys().copied().collect(),
+        runs: 1,
+    };
+    let faults_before = fault_count(failing);
+    let mut best = failing.clone();
+    let mut kinds = t.wanted.clone();
+    // Fewer jobs first: every later run is cheaper.
+    while best.resolved.scenario.jobs > 50 {
+        let mut s = best.clone();
+        s.resolved.scenario.jobs /= 2;
+        match t.fails(&s) {
+            Some(k) => {
+                progress(&format!("jobs -> {}", s.resolved.scenario.jobs));
+                best = s;
+                kinds = k;
+            }
+            None => break,
+        }
+    }
+    let mut current = units(&best);
+    let mut n = 2;
+    while current.len() >= 2 {
+        let chunk = current.len().div_ceil(n);
+        let mut reduced = false;
+        for start in (0..current.len()).step_by(chunk) {
+            let complement: Vec<Unit> = current[..start]
+                .iter()
+                .chain(current[(start + chunk).min(current.len())..].iter())
+                .cloned()
+                .collect();
+            let candidate = with_units(&best, &complement);
+            if let Some(k) = t.fails(&candidate) {
+                progress(&format!("{} faults left", complement.len()));
+                current = complement;
+                kinds = k;
+                n = (n - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if n >= current.len() {
+                break;
+            }
+            n = (n * 2).min(current.len());
+        }
+    }
+    if current.len() == 1 {
+        if let Some(k) = t.fails(&with_units(&best, &[])) {
+            current.clear();
+            kinds = k;
+        }
+    }
+    let mut schedule = with_units(&best, &current);
+    while schedule.resolved.scenario.workers > 1 {
+        let mut s = schedule.clone();
+        s.resolved.scenario.workers -= 1;
+        let k = s.resolved.scenario.workers;
+        let uses_gone_worker = s
+            .events
+            .iter()
+            .any(|e| format!("{:?}", e.fault).contains(&format!("worker-{k}\"")));
+        if uses_gone_worker {
+            break;
+        }
+        match t.fails(&s) {
+            Some(found) => {
+                progress(&format!("workers -> {k}"));
+                schedule = s;
+                kinds = found;
+            }
+            None => break,
+        }
+    }
+    Ok(Shrunk {
+        faults_after: fault_count(&schedule),
+        schedule,
+        faults_before,
+        runs: t.runs,
+        kinds,
+    })
+}
