@@ -149,6 +149,7 @@ impl Roles {
                 wait_ms: 200,
                 segment_records_max: 20_000,
                 segment_age_max_ms: 500,
+                receivers: 2,
                 policy: args.policy,
                 ..AggregatorConfig::new(format!("a-{instance}"))
             },

@@ -26,6 +26,8 @@ pub struct AggregatorConfig {
     pub segment_records_max: usize,
     /// ...or once its oldest record is this old.
     pub segment_age_max_ms: u64,
+    /// Receives in flight at once (each returns up to a batch).
+    pub receivers: usize,
     /// Which protocol to follow.
     pub policy: Policy,
 }
@@ -39,6 +41,7 @@ impl AggregatorConfig {
             wait_ms: 1_000,
             segment_records_max: 10_000,
             segment_age_max_ms: 2_000,
+            receivers: 8,
             policy: Policy::Real,
         }
     }
@@ -94,17 +97,26 @@ impl Aggregator {
         };
         while !crate::core::is_stopping(&shutdown) {
             let wait_ms = self.wait_ms(&buf);
-            let msgs = match calls
-                .call(|| {
-                    self.results
-                        .receive(self.results.batch_max(), self.config.visibility_ms, wait_ms)
+            let receives: Vec<_> = (0..self.config.receivers.max(1))
+                .map(|_| {
+                    calls.call(|| {
+                        self.results
+                            .receive(self.results.batch_max(), self.config.visibility_ms, wait_ms)
+                    })
                 })
-                .await
-            {
-                Ok(msgs) => msgs,
-                Err(CallError::Stopped) => break,
-                Err(e) => return Err(e),
-            };
+                .collect();
+            let mut msgs = Vec::new();
+            let mut stopped = false;
+            for received in futures::future::join_all(receives).await {
+                match received {
+                    Ok(got) => msgs.extend(got),
+                    Err(CallError::Stopped) => stopped = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            if stopped && msgs.is_empty() {
+                break;
+            }
             let mut early_deletes = Vec::new();
             for msg in msgs {
                 match ResultMessage::decode(&msg.body) {

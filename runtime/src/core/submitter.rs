@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::core::manifest::{self, Manifest, Round};
-use crate::core::retry::{put_if_absent_retrying, CallError, Calls};
+use crate::core::retry::{put_if_absent_retrying, CallError, Calls, CALLS_IN_FLIGHT};
 use crate::core::{BlobStore, Clock, JobMessage, Policy, PutOutcome, Queue, Shutdown, StoreError};
 use crate::sweep::Sweep;
 
@@ -124,8 +124,11 @@ impl Submitter {
             shutdown,
         };
         let mut pos = self.log.sent(sweep_id, attempt)?;
+        // Several batches go out at once; progress is recorded per group, so
+        // a crash resends at most one group (duplicates, counted by key).
+        let group = (self.jobs.batch_max() * CALLS_IN_FLIGHT) as u64;
         while pos < len {
-            let end = (pos + self.jobs.batch_max() as u64).min(len);
+            let end = (pos + group).min(len);
             let bodies: Vec<String> = (pos..end)
                 .map(|p| JobMessage::new(sweep_id, index_at(p), attempt).encode())
                 .collect();
