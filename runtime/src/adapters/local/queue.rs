@@ -146,15 +146,19 @@ impl SqliteQueues {
         tx.commit().map_err(sql_err)
     }
 
-    /// Make every in-flight message of `queue` visible now; returns how
-    /// many. Only for a caller that holds the data directory exclusively:
-    /// every holder of those messages is then known to be dead.
+    /// Make every in-flight message of `queue` visible now, and take back
+    /// the receive that handed it out; returns how many. Only for a caller
+    /// that holds the data directory exclusively: every holder of those
+    /// messages is then known to be dead, most of them had not even started
+    /// the job, and a job cannot kill the process that runs it (it runs as
+    /// a child with a timeout), so the dead run's receive should not count
+    /// towards giving the job up.
     pub fn release_orphans(&self, queue: &str) -> Result<u64, QueueError> {
         let now = self.clock.wall_ms() as i64;
         let conn = self.conn.lock().expect("queue lock");
         let n = conn
             .execute(
-                "UPDATE messages SET visible_ms=?2 WHERE queue=?1 AND visible_ms>?2",
+                "UPDATE messages SET visible_ms=?2, receives=MAX(receives-1, 0) WHERE queue=?1 AND visible_ms>?2",
                 params![queue, now],
             )
             .map_err(sql_err)?;
@@ -637,5 +641,18 @@ mod tests {
         assert_eq!(q.receive(50, 10, 0).await.unwrap().len(), 10, "at most ten per receive");
         let bad = q.delete_batch(&["nonsense".into()]).await.unwrap();
         assert_eq!(bad[0].as_ref().unwrap_err().code, "ReceiptHandleIsInvalid");
+    }
+
+    #[tokio::test]
+    async fn orphans_of_a_dead_run_come_back_at_once_without_the_lost_receive() {
+        let (_clock, db, q) = setup(QueueConfig::default()).await;
+        q.send_batch(&bodies(2)).await.unwrap();
+        let held = q.receive(10, 60_000, 0).await.unwrap();
+        assert_eq!(held.len(), 2);
+        assert_eq!(db.release_orphans("q").unwrap(), 2);
+        let again = q.receive(10, 60_000, 0).await.unwrap();
+        assert_eq!(again.len(), 2, "visible at once, not after 60 s");
+        let counts: Vec<u32> = again.iter().map(|m| m.receive_count).collect();
+        assert_eq!(counts, vec![1, 1], "the dead run's receive does not count");
     }
 }
