@@ -70,6 +70,10 @@ pub struct AggregateArgs {
     /// Store a segment once it is this old, milliseconds.
     #[arg(long, default_value_t = 10_000, env = "TALLY_SEGMENT_AGE_MS")]
     pub segment_age_ms: u64,
+    /// Long-poll wait per receive, seconds (SQS allows at most 20). A stop
+    /// request is noticed after the current poll.
+    #[arg(long, default_value_t = 20, env = "TALLY_AGGREGATE_WAIT_S", value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub wait_s: u64,
     /// Backend settings.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -233,7 +237,7 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<u8> {
         clock: Arc::clone(&backend.clock),
         config: AggregatorConfig {
             visibility_ms: backend.settings.visibility_s * 1000 * 2,
-            wait_ms: 20_000,
+            wait_ms: args.wait_s * 1000,
             segment_records_max: args.segment_records.max(1),
             segment_age_max_ms: args.segment_age_ms,
             policy: Policy::Real,

@@ -116,6 +116,14 @@ mod tests {
     }
 
     #[test]
+    fn characters_sqs_refuses_are_recognised() {
+        use crate::adapters::aws::queue::sqs_can_carry;
+        assert!(sqs_can_carry("{\"a\":\"tab\there\\n é 😀\"}"));
+        assert!(!sqs_can_carry("bad \u{FFFF} char"));
+        assert!(!sqs_can_carry("nul \u{0} char"));
+    }
+
+    #[test]
     fn batches_of_none_or_more_than_ten_are_refused() {
         assert!(check_batch::<u8>(&[]).is_err());
         assert!(check_batch(&[0u8; 10]).is_ok());

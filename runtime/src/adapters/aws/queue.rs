@@ -5,8 +5,8 @@
 //! so the core's retry layer recreates it through [`Queue::ensure`]
 //! (CreateQueue with the configured attributes and redrive policy).
 //!
-//! Bodies larger than [`SqsQueueConfig::claim_bytes_min`] are stored in the
-//! blob store under `claims/<hash>` (create-only) and the message carries a
+//! Bodies larger than [`SqsQueueConfig::claim_bytes_min`] (or holding
+//! characters SQS refuses) are stored in the blob store under `claims/<hash>` (create-only) and the message carries a
 //! short pointer instead (a "claim check"); [`Queue::receive`] resolves it,
 //! so callers never see the pointer.
 
@@ -196,13 +196,11 @@ impl SqsQueue {
             })
     }
 
-    /// Replace a body too large for a message by a pointer to a blob.
+    /// Replace a body too large for a message (or one SQS would refuse) by
+    /// a pointer to a blob.
     async fn check_in(&self, body: &str) -> Result<String, QueueError> {
-        let Some(store) = self
-            .claims
-            .as_ref()
-            .filter(|_| body.len() > self.config.claim_bytes_min)
-        else {
+        let needs_claim = body.len() > self.config.claim_bytes_min || !sqs_can_carry(body);
+        let Some(store) = self.claims.as_ref().filter(|_| needs_claim) else {
             return Ok(body.to_owned());
         };
         let key = format!("claims/{:032x}", xxhash_rust::xxh3::xxh3_128(body.as_bytes()));
@@ -257,6 +255,15 @@ impl SqsQueue {
             out.failed(),
         ))
     }
+}
+
+/// Whether SQS accepts `body` as it is: it refuses characters outside
+/// `#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`
+/// (an experiment's stderr may hold such a character); those bodies go
+/// through the claim check instead.
+pub fn sqs_can_carry(body: &str) -> bool {
+    body.chars()
+        .all(|c| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..))
 }
 
 /// GetQueueUrl for `name`.
