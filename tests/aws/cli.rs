@@ -54,3 +54,37 @@ fn a_missing_bucket_flag_is_one_sentence_and_a_failing_exit() -> anyhow::Result<
     assert_eq!(out.status.code(), Some(2));
     Ok(())
 }
+
+#[test]
+fn missing_credentials_are_one_sentence_and_a_failing_exit() -> anyhow::Result<()> {
+    let out = Command::new(support::tally_binary()?)
+        .args(["init", "--backend", "aws", "--region", "us-east-1", "--bucket", "b"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdin(Stdio::null())
+        .output()?;
+    let msg = one_sentence(&out);
+    assert!(msg.contains("no usable AWS credentials"), "{msg}");
+    assert_eq!(out.status.code(), Some(2));
+    Ok(())
+}
+
+#[test]
+fn a_bad_config_file_names_the_file_and_line() -> anyhow::Result<()> {
+    let dir = support::scratch("config")?;
+    let path = dir.join("tally.toml");
+    std::fs::write(&path, "backend = \"aws\"\nbuckett = \"x\"\n")?;
+    let out = tally(&["init", "--config", path.to_str().unwrap_or_default()])?;
+    let msg = one_sentence(&out);
+    assert!(msg.contains("tally.toml:2") && msg.contains("buckett"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

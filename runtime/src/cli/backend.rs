@@ -114,7 +114,9 @@ fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
         .map_err(|e| UserError::bad_input(format!("cannot read --config {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
         let msg = e.message().to_owned();
-        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let at = line.map(|l| format!(":{l}")).unwrap_or_default();
         UserError::bad_input(format!("{}{at}: {msg}", path.display()))
     })

@@ -87,9 +87,10 @@ async fn check_credentials(sdk: &aws_config::SdkConfig) -> anyhow::Result<()> {
     match provider.provide_credentials().await {
         Ok(_) => Ok(()),
         Err(e) => Err(UserError::bad_input(format!(
-            "no usable AWS credentials ({}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-             AWS_PROFILE, or run with an instance or task role",
-            aws_sdk_sqs::error::DisplayErrorContext(&e)
+            "no usable AWS credentials ({}; tried the environment, the profile, web identity, ECS and EC2 \
+             instance metadata): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with \
+             an instance or task role",
+            first_line(&e.to_string())
         ))),
     }
 }
@@ -97,11 +98,13 @@ async fn check_credentials(sdk: &aws_config::SdkConfig) -> anyhow::Result<()> {
 fn store_unusable(e: &StoreError, bucket: &str, where_: &str) -> anyhow::Error {
     match e {
         StoreError::Retryable { code, message } => UserError::bad_input(format!(
-            "cannot reach S3 at {where_} ({code}: {message}); check --endpoint-url, --region and the network"
+            "cannot reach S3 at {where_} ({code}: {}); check --endpoint-url, --region and the network",
+            first_line(message)
         )),
         StoreError::Permanent { code, message } => UserError::bad_input(format!(
-            "S3 refused bucket {bucket:?} at {where_} ({code}: {message}); check that the bucket exists \
-             and that these credentials may use it"
+            "S3 refused bucket {bucket:?} at {where_} ({code}: {}); check that the bucket exists \
+             and that these credentials may use it",
+            first_line(message)
         )),
     }
 }
@@ -109,10 +112,16 @@ fn store_unusable(e: &StoreError, bucket: &str, where_: &str) -> anyhow::Error {
 fn queue_unusable(e: &QueueError, where_: &str) -> anyhow::Error {
     match e {
         QueueError::Retryable { code, message } => UserError::bad_input(format!(
-            "cannot reach SQS at {where_} ({code}: {message}); check --endpoint-url, --region and the network"
+            "cannot reach SQS at {where_} ({code}: {}); check --endpoint-url, --region and the network",
+            first_line(message)
         )),
         other => UserError::bad_input(format!(
             "SQS refused the request at {where_} ({other}); check the credentials and their permissions (docs/DEPLOY.md)"
         )),
     }
+}
+
+/// The first line of a message, for one-sentence errors.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("").trim_end_matches(['.', ':'])
 }

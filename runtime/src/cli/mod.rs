@@ -144,7 +144,9 @@ impl UserError {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // The AWS credential chain warns about every provider it tried; a
+        // failure is reported once, as one sentence, instead.
+        0 => "warn,aws_config=error",
         1 => "info",
         _ => "debug",
     };

@@ -162,7 +162,6 @@ pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = aws_sdk_sqs::error::DisplayErrorContext(err).to_string();
     let (class, code) = match err {
         SdkError::ConstructionFailure(_) => (Class::Permanent, "ConstructionFailure".to_owned()),
         SdkError::TimeoutError(_) => (Class::Retryable, "TimeoutError".to_owned()),
@@ -179,11 +178,28 @@ where
         }
         _ => (Class::Retryable, "Unknown".to_owned()),
     };
-    let message = match err.as_service_error().and_then(|e| e.message()) {
-        Some(m) => m.to_owned(),
-        None => detail,
+    let message = match err {
+        SdkError::ServiceError(service) => match service.err().message() {
+            Some(m) => m.to_owned(),
+            None => format!("HTTP status {}", service.raw().status().as_u16()),
+        },
+        other => causes(other),
     };
     Failure { class, code, message }
+}
+
+/// An error and its causes on one line, without debug dumps.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 #[cfg(test)]
