@@ -17,6 +17,8 @@
 //! - [`adapters`]: backends behind the seams. [`adapters::local`] is the
 //!   embedded default: a SQLite queue with SQS semantics and a directory
 //!   blob store.
+//!   `adapters::aws` (cargo feature `aws`, on by default) is production:
+//!   SQS queues and an S3 bucket.
 //! - [`results_db`]: the final results database (one SQLite file, one row per
 //!   job) and its exports.
 //! - [`cli`]: the `tally` command line.

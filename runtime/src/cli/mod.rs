@@ -1,6 +1,10 @@
 //! The `tally` command line: argument parsing, the local backend's setup,
 //! and one module per command family.
 
+pub mod backend;
+#[cfg(feature = "aws")]
+mod backend_aws;
+pub mod deploy;
 pub mod inspect;
 pub mod local;
 pub mod run;
@@ -52,6 +56,16 @@ pub enum Command {
     Report(ReportArgs),
     /// Write the results database as CSV or JSON Lines.
     Export(ExportArgs),
+    /// Create the queues and check the blob store of a backend.
+    Init(deploy::InitArgs),
+    /// Publish a sweep and send its jobs to the work queue (resumable).
+    Submit(deploy::SubmitArgs),
+    /// Run jobs from the work queue until SIGINT/SIGTERM.
+    Worker(deploy::WorkerArgs),
+    /// Store results from the results queue until SIGINT/SIGTERM.
+    Aggregate(deploy::AggregateArgs),
+    /// Reconcile a sweep, rebuild its results database, optionally resubmit.
+    Reconcile(deploy::ReconcileArgs),
 }
 
 /// Where the embedded backend keeps its state.
@@ -140,7 +154,9 @@ impl UserError {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // The AWS credential chain warns about every provider it tried; a
+        // failure is reported once, as one sentence, instead.
+        0 => "warn,aws_config=error",
         1 => "info",
         _ => "debug",
     };
@@ -170,6 +186,11 @@ pub fn main() -> ExitCode {
             Command::Status(args) => inspect::status(args).await,
             Command::Report(args) => inspect::report(args).await,
             Command::Export(args) => inspect::export(args).await,
+            Command::Init(args) => deploy::init(args).await,
+            Command::Submit(args) => deploy::submit(args).await,
+            Command::Worker(args) => deploy::worker(args).await,
+            Command::Aggregate(args) => deploy::aggregate(args).await,
+            Command::Reconcile(args) => deploy::reconcile(args).await,
         }
     });
     match outcome {
