@@ -8,6 +8,9 @@
 //! - Recreating a queue within 60 s of deleting it: AWS and the embedded
 //!   queue refuse (QueueDeletedRecently); moto allows it.
 //! - Depths are exact on both here; on AWS they are approximate.
+//! - moto accepts a DeleteMessageBatch of more than ten entries (AWS refuses
+//!   it with TooManyEntriesInBatchRequest); the adapter checks batch sizes
+//!   itself, so both sides report a permanent error.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -259,3 +259,41 @@ impl Backend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_config_file_which_wins_over_defaults() {
+        let path = std::env::temp_dir().join(format!("tally-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "backend = \"aws\"\nbucket = \"from-file\"\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let args = BackendArgs {
+            config: Some(path.clone()),
+            bucket: Some("from-flag".into()),
+            ..BackendArgs::default()
+        };
+        let s = args.settings().unwrap();
+        assert_eq!(s.backend, BackendKind::Aws);
+        assert_eq!(s.bucket.as_deref(), Some("from-flag"));
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.queue_prefix, "tally");
+        assert_eq!(s.visibility_s, 60);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn unusable_queue_prefixes_are_refused() {
+        for bad in ["", "has space", "a/b", &"x".repeat(61)] {
+            let args = BackendArgs {
+                queue_prefix: Some(bad.to_owned()),
+                ..BackendArgs::default()
+            };
+            assert!(args.settings().is_err(), "{bad:?}");
+        }
+    }
+}

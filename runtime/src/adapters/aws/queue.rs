@@ -331,7 +331,22 @@ impl Queue for SqsQueue {
         }
         let mut out = Vec::with_capacity(bodies.len());
         for range in by_request_bytes(&sent) {
-            out.extend(self.send_request(&url, &sent[range]).await?);
+            let len = range.len();
+            match self.send_request(&url, &sent[range]).await {
+                Ok(statuses) => out.extend(statuses),
+                // Earlier requests went through: report this one's entries
+                // as retryable so only they are sent again.
+                Err(QueueError::Retryable { code, message }) if !out.is_empty() => {
+                    out.extend((0..len).map(|_| {
+                        Err(EntryError {
+                            code: code.clone(),
+                            message: message.clone(),
+                            retryable: true,
+                        })
+                    }));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
