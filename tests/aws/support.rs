@@ -78,6 +78,13 @@ pub fn tally_binary() -> anyhow::Result<PathBuf> {
         .parent()
         .and_then(|deps| deps.parent())
         .context("the test binary is not in target/PROFILE/deps")?;
+    let binary = profile_dir.join("tally");
+    // `cargo test --workspace` builds it along with the tests (the runtime's
+    // own tests need it); building it again here with `-p tally` would
+    // resolve features differently and recompile half the dependencies.
+    if binary.exists() {
+        return Ok(binary);
+    }
     let mut build = std::process::Command::new(env!("CARGO"));
     build.args(["build", "-q", "-p", "tally", "--bin", "tally", "--manifest-path"]);
     build.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
@@ -88,7 +95,7 @@ pub fn tally_binary() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("building the tally binary failed");
     }
-    Ok(profile_dir.join("tally"))
+    Ok(binary)
 }
 
 /// A scratch directory for one test.

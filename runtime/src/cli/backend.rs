@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::adapters::local::SqliteSendLog;
-use crate::cli::local::Local;
+use crate::cli::local::{Local, LockMode};
 use crate::cli::UserError;
 use crate::core::submitter::SendLog;
 use crate::core::{BlobStore, Clock, Queue};
@@ -196,7 +196,7 @@ impl Backend {
     pub async fn open(settings: Settings) -> anyhow::Result<Self> {
         match settings.backend {
             BackendKind::Local => {
-                let local = Local::open(&settings.data, true, false, settings.visibility_s * 1000).await?;
+                let local = Local::open(&settings.data, true, LockMode::Shared, settings.visibility_s * 1000).await?;
                 Ok(Self {
                     clock: Arc::clone(&local.clock),
                     jobs: local.jobs.clone(),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::local::Local;
+use crate::cli::local::{Local, LockMode};
 use crate::cli::{DataArgs, ExportArgs, ReportArgs, UserError};
 use crate::core::manifest;
 use crate::core::reconciler::{self, KeyClass, RecordSink, Report, Verdict};
@@ -146,7 +146,7 @@ async fn pick_sweep(local: &Local, asked: Option<String>) -> anyhow::Result<Stri
 
 /// `tally report`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
-    let local = Local::open(&args.data.data, false, false, 60_000).await?;
+    let local = Local::open(&args.data.data, false, LockMode::None, 60_000).await?;
     let id = pick_sweep(&local, args.sweep).await?;
     let report = reconcile_into_db(&local, &id, Policy::Real, &mut reconciler::NoSink).await?;
     print_report(&report, &local.results_db(), args.json, None);
@@ -155,7 +155,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
 
 /// `tally status`.
 pub async fn status(args: DataArgs) -> anyhow::Result<u8> {
-    let local = Local::open(&args.data, false, false, 60_000).await?;
+    let local = Local::open(&args.data, false, LockMode::None, 60_000).await?;
     let stop = never();
     crate::outln!("data        {}", local.dir.display());
     for q in [&local.jobs, &local.results, &local.jobs_dead] {
@@ -184,7 +184,7 @@ pub async fn status(args: DataArgs) -> anyhow::Result<u8> {
 
 /// `tally export`.
 pub async fn export(args: ExportArgs) -> anyhow::Result<u8> {
-    let local = Local::open(&args.data.data, false, false, 60_000).await?;
+    let local = Local::open(&args.data.data, false, LockMode::None, 60_000).await?;
     let db = local.results_db();
     if !db.exists() {
         return Err(UserError::bad_input(format!(

@@ -30,6 +30,17 @@ pub const REDRIVE_RECEIVES: u32 = 100;
 /// cut its cost per job several times over (docs/BENCHMARKS.md).
 pub const LOCAL_BATCH_MAX: usize = 100;
 
+/// How a process holds a data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// `tally run`: alone, so whatever is in flight at start is orphaned.
+    Exclusive,
+    /// A role process (`worker`, `aggregate`, ...): others may share.
+    Shared,
+    /// A reader (`status`, `report`, `export`): no lock.
+    None,
+}
+
 /// Everything in one data directory.
 pub struct Local {
     /// The directory.
@@ -57,7 +68,7 @@ pub struct Local {
 impl Local {
     /// Open `dir`, creating it when `create`; otherwise it must exist.
     /// With `exclusive`, hold the directory's lock (one run at a time).
-    pub async fn open(dir: &Path, create: bool, exclusive: bool, visibility_ms: u64) -> anyhow::Result<Self> {
+    pub async fn open(dir: &Path, create: bool, lock_mode: LockMode, visibility_ms: u64) -> anyhow::Result<Self> {
         if !create && !dir.join(JOBS_FILE).exists() {
             return Err(UserError::bad_input(format!(
                 "{} holds no tally data; run `tally run SWEEP.toml --data {}` first",
@@ -66,7 +77,7 @@ impl Local {
             )));
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        let lock = if exclusive { Some(lock(dir)?) } else { None };
+        let lock = lock(dir, lock_mode)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let jobs_db = SqliteQueues::open(&dir.join(JOBS_FILE), Arc::clone(&clock))
             .context("cannot open the work queue's database")?;
@@ -120,7 +131,10 @@ impl Local {
     }
 }
 
-fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+fn lock(dir: &Path, mode: LockMode) -> anyhow::Result<Option<std::fs::File>> {
+    if mode == LockMode::None {
+        return Ok(None);
+    }
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -128,11 +142,20 @@ fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
+    let taken = match mode {
+        LockMode::Exclusive => file.try_lock(),
+        _ => file.try_lock_shared(),
+    };
+    match taken {
+        Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(UserError::bad_input(format!(
-            "another tally process is using {}; wait for it or use another --data directory",
-            dir.display()
+            "{} is in use by another tally process ({}); wait for it or use another --data directory",
+            dir.display(),
+            if mode == LockMode::Exclusive {
+                "a run, a worker or an aggregator"
+            } else {
+                "a `tally run`"
+            }
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }

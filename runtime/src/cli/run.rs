@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
 use crate::cli::inspect::{print_report, reconcile_into_db, MissingIndices};
-use crate::cli::local::Local;
+use crate::cli::local::{Local, LockMode};
 use crate::cli::{RunArgs, UserError, EXIT_INTERRUPTED};
 use crate::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
 use crate::core::manifest::ManifestCache;
@@ -37,7 +37,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| ".".into());
     let visibility_ms = args.visibility_s * 1000;
-    let local = Local::open(&args.data.data, true, true, visibility_ms).await?;
+    let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms).await?;
     // This process holds the data directory exclusively, so whatever is in
     // flight was held by a run that died: hand it out again now rather than
     // after its visibility timeout.
