@@ -11,11 +11,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tally::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
 use tally::core::manifest::ManifestCache;
-use tally::core::reconciler::{reconcile, KeyClass, RecordSink, Verdict};
+use tally::core::reconciler::{reconcile, MissingKeys};
 use tally::core::retry::{CallError, Calls};
 use tally::core::submitter::{MemSendLog, SubmitStats, Submitter};
 use tally::core::worker::{Worker, WorkerConfig, WorkerStats};
-use tally::core::{Clock, Experiment, JobSpec, Outcome, Policy, Queue, ResultMessage, Shutdown};
+use tally::core::{Clock, Experiment, JobSpec, Outcome, Policy, Queue};
 use tally::experiment::Synthetic;
 use tally::sweep::Sweep;
 
@@ -73,12 +73,6 @@ impl Ctx {
     }
 }
 
-fn never() -> Shutdown {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    std::mem::forget(tx);
-    rx
-}
-
 /// Run `role` until it succeeds, pausing a second after each failure.
 async fn supervise<F, Fut>(clock: &dyn Clock, mut role: F)
 where
@@ -122,7 +116,7 @@ async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
         policy: ctx.policy,
         stats: Arc::new(SubmitStats::default()),
     };
-    let stop = never();
+    let stop = tally::core::never();
     supervise(&*clock, || async {
         for q in [&dead, &jobs, &results] {
             let calls = Calls {
@@ -179,7 +173,7 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
     for slot in 0..ctx.scenario.slots as usize {
         let (w, clock) = (w.clone(), clock.clone());
         set.spawn(async move {
-            let stop = never();
+            let stop = tally::core::never();
             supervise(&*clock, || w.run(slot, stop.clone())).await;
         });
     }
@@ -210,21 +204,8 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
         },
         stats: Arc::new(AggregatorStats::default()),
     };
-    supervise(&*clock, || a.run(never())).await;
+    supervise(&*clock, || a.run(tally::core::never())).await;
     Ok(())
-}
-
-/// Collects missing keys for resubmission.
-#[derive(Default)]
-struct Missing(Vec<u64>);
-
-impl RecordSink for Missing {
-    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
-    fn class(&mut self, index: u64, class: KeyClass, _: u32) {
-        if class == KeyClass::Missing {
-            self.0.push(index);
-        }
-    }
 }
 
 /// Every few seconds: once both queues have looked drained twice in a row,
@@ -242,7 +223,7 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         policy: ctx.policy,
         stats: Arc::new(SubmitStats::default()),
     };
-    let stop = never();
+    let stop = tally::core::never();
     let id = ctx.sweep.id();
     let mut quiet = 0;
     loop {
@@ -253,7 +234,7 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         if quiet < 2 {
             continue;
         }
-        let mut missing = Missing::default();
+        let mut missing = MissingKeys::default();
         let Ok(report) = reconcile(&*store, &*clock, &stop, ctx.policy, &id, &mut missing).await else {
             continue;
         };

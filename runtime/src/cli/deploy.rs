@@ -11,15 +11,15 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 
 use crate::cli::backend::{Backend, BackendArgs};
-use crate::cli::inspect::{print_report, MissingIndices};
+use crate::cli::inspect::print_report;
 use crate::cli::{UserError, EXIT_INTERRUPTED};
 use crate::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
 use crate::core::manifest::{self, ManifestCache};
-use crate::core::reconciler::{self, KeyClass, RecordSink, Report, Verdict};
+use crate::core::reconciler::{self, MissingKeys, Report, Tee};
 use crate::core::retry::CallError;
 use crate::core::submitter::{SubmitStats, Submitter};
 use crate::core::worker::{Worker, WorkerConfig, WorkerStats};
-use crate::core::{Policy, Queue, QueueError, QueueStats, ResultMessage, Shutdown};
+use crate::core::{Policy, Queue, QueueError, QueueStats, Shutdown};
 use crate::results_db::ResultsDb;
 use crate::sweep::Sweep;
 
@@ -252,26 +252,6 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// Feeds the results database and the missing-index collector.
-struct Sinks<'a>(&'a mut ResultsDb, &'a mut MissingIndices);
-
-impl RecordSink for Sinks<'_> {
-    fn record(&mut self, r: &ResultMessage, body: &str, v: Verdict) {
-        self.0.record(r, body, v);
-        self.1.record(r, body, v);
-    }
-    fn class(&mut self, index: u64, class: KeyClass, runs: u32) {
-        self.0.class(index, class, runs);
-        self.1.class(index, class, runs);
-    }
-}
-
-fn never() -> Shutdown {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    std::mem::forget(tx);
-    rx
-}
-
 /// Depths of a queue; a missing queue holds nothing.
 async fn depth(queue: &dyn Queue) -> anyhow::Result<QueueStats> {
     match queue.stats().await {
@@ -285,7 +265,7 @@ async fn depth(queue: &dyn Queue) -> anyhow::Result<QueueStats> {
 /// with `--resubmit` resend what is missing.
 pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<u8> {
     let backend = open(&args.backend).await?;
-    let stop = never();
+    let stop = crate::core::never();
     let id = pick_sweep(&backend, args.sweep.clone()).await?;
     let manifest = manifest::load(&*backend.store, &*backend.clock, &stop, &id)
         .await?
@@ -295,14 +275,14 @@ pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<u8> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut db = ResultsDb::create(&path, &manifest).with_context(|| format!("cannot build {}", path.display()))?;
-    let mut missing = MissingIndices::default();
+    let mut missing = MissingKeys::default();
     let report = reconciler::reconcile(
         &*backend.store,
         &*backend.clock,
         &stop,
         Policy::Real,
         &id,
-        &mut Sinks(&mut db, &mut missing),
+        &mut Tee(&mut db, &mut missing),
     )
     .await?;
     db.finish(&report)
@@ -340,7 +320,7 @@ async fn resubmit(backend: &Backend, report: &Report, missing: &[u64], force: bo
         stats: Arc::new(SubmitStats::default()),
     };
     let attempt = submitter
-        .resubmit(&report.sweep, missing, &never())
+        .resubmit(&report.sweep, missing, &crate::core::never())
         .await
         .context("resubmitting failed")?;
     eprintln!("tally: resubmitted {} missing jobs as attempt {attempt}", missing.len());
@@ -349,7 +329,7 @@ async fn resubmit(backend: &Backend, report: &Report, missing: &[u64], force: bo
 
 /// The sweep asked for, or the only one in the store.
 async fn pick_sweep(backend: &Backend, asked: Option<String>) -> anyhow::Result<String> {
-    let ids = reconciler::sweep_ids(&*backend.store, &*backend.clock, &never()).await?;
+    let ids = reconciler::sweep_ids(&*backend.store, &*backend.clock, &crate::core::never()).await?;
     match asked {
         Some(id) if ids.contains(&id) => Ok(id),
         Some(id) => Err(UserError::bad_input(format!(

@@ -9,42 +9,9 @@ use anyhow::Context;
 use crate::cli::local::{Local, LockMode};
 use crate::cli::{DataArgs, ExportArgs, ReportArgs, UserError};
 use crate::core::manifest;
-use crate::core::reconciler::{self, KeyClass, RecordSink, Report, Verdict};
-use crate::core::{Policy, Queue, ResultMessage, Shutdown};
+use crate::core::reconciler::{self, RecordSink, Report, Tee};
+use crate::core::{Policy, Queue};
 use crate::results_db::ResultsDb;
-
-/// Collects the indices of missing keys (for resubmission).
-#[derive(Default)]
-pub struct MissingIndices(pub Vec<u64>);
-
-impl RecordSink for MissingIndices {
-    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
-    fn class(&mut self, index: u64, class: KeyClass, _: u32) {
-        if class == KeyClass::Missing {
-            self.0.push(index);
-        }
-    }
-}
-
-/// Feeds two sinks.
-struct Both<'a>(&'a mut dyn RecordSink, &'a mut dyn RecordSink);
-
-impl RecordSink for Both<'_> {
-    fn record(&mut self, r: &ResultMessage, body: &str, v: Verdict) {
-        self.0.record(r, body, v);
-        self.1.record(r, body, v);
-    }
-    fn class(&mut self, index: u64, class: KeyClass, runs: u32) {
-        self.0.class(index, class, runs);
-        self.1.class(index, class, runs);
-    }
-}
-
-fn never() -> Shutdown {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    std::mem::forget(tx);
-    rx
-}
 
 /// Reconcile `sweep_id` and rebuild its rows of the results database.
 pub async fn reconcile_into_db(
@@ -53,7 +20,7 @@ pub async fn reconcile_into_db(
     policy: Policy,
     extra: &mut dyn RecordSink,
 ) -> anyhow::Result<Report> {
-    let stop = never();
+    let stop = crate::core::never();
     let manifest = manifest::load(&*local.store, &*local.clock, &stop, sweep_id)
         .await?
         .with_context(|| format!("sweep {sweep_id} has no manifest"))?;
@@ -65,7 +32,7 @@ pub async fn reconcile_into_db(
         &stop,
         policy,
         sweep_id,
-        &mut Both(&mut db, extra),
+        &mut Tee(&mut db, extra),
     )
     .await?;
     db.finish(&report)
@@ -122,7 +89,7 @@ pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f6
 
 /// Pick the sweep: the one asked for, or the only one there is.
 async fn pick_sweep(local: &Local, asked: Option<String>) -> anyhow::Result<String> {
-    let ids = reconciler::sweep_ids(&*local.store, &*local.clock, &never()).await?;
+    let ids = reconciler::sweep_ids(&*local.store, &*local.clock, &crate::core::never()).await?;
     match asked {
         Some(id) if ids.contains(&id) => Ok(id),
         Some(id) => Err(UserError::bad_input(format!(
@@ -156,7 +123,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
 /// `tally status`.
 pub async fn status(args: DataArgs) -> anyhow::Result<u8> {
     let local = Local::open(&args.data, false, LockMode::None, 60_000).await?;
-    let stop = never();
+    let stop = crate::core::never();
     crate::outln!("data        {}", local.dir.display());
     for q in [&local.jobs, &local.results, &local.jobs_dead] {
         match q.stats().await {

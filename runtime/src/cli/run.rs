@@ -11,12 +11,13 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
-use crate::cli::inspect::{print_report, reconcile_into_db, MissingIndices};
+use crate::cli::inspect::{print_report, reconcile_into_db};
 use crate::cli::local::{Local, LockMode};
 use crate::cli::{RunArgs, UserError, EXIT_INTERRUPTED};
 use crate::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
 use crate::core::manifest::ManifestCache;
 use crate::core::reconciler::reconcile;
+use crate::core::reconciler::MissingKeys;
 use crate::core::retry::CallError;
 use crate::core::submitter::{SubmitStats, Submitter};
 use crate::core::worker::{Worker, WorkerConfig, WorkerStats};
@@ -71,7 +72,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(e) = role_error {
         return Err(e);
     }
-    let mut missing = MissingIndices::default();
+    let mut missing = MissingKeys::default();
     let report = reconcile_into_db(&local, &id, args.policy, &mut missing).await?;
     let elapsed = local.clock.mono_ms().saturating_sub(started_ms) as f64 / 1000.0;
     print_report(&report, &local.results_db(), args.json, Some(elapsed));
@@ -241,7 +242,7 @@ async fn drive(
         if roles.aggregator.buffered.load(Ordering::Relaxed) > 0 {
             continue;
         }
-        let mut missing = MissingIndices::default();
+        let mut missing = MissingKeys::default();
         let report = reconcile(&*local.store, &*local.clock, stop, args.policy, &id, &mut missing).await?;
         if missing.0.is_empty() || rounds >= args.resubmit_rounds {
             return Ok(());

@@ -26,6 +26,15 @@ pub use seams::{
 /// owner asks the role to stop; roles then finish or release what they hold.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
+/// A shutdown that never says stop, for calls that must finish (storing
+/// what is held) or for roles stopped only by a crash.
+pub fn never() -> Shutdown {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    // The sender must outlive the receiver or `changed` would end at once.
+    std::mem::forget(tx);
+    rx
+}
+
 /// Wait until `shutdown` says stop (or its sender is gone).
 pub async fn stopped(shutdown: &mut Shutdown) {
     while !*shutdown.borrow() {

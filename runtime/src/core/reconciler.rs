@@ -136,6 +136,33 @@ pub trait RecordSink {
     fn class(&mut self, index: u64, class: KeyClass, runs: u32);
 }
 
+/// Collects the indices of missing keys, in order (for resubmission).
+#[derive(Debug, Default)]
+pub struct MissingKeys(pub Vec<u64>);
+
+impl RecordSink for MissingKeys {
+    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
+    fn class(&mut self, index: u64, class: KeyClass, _: u32) {
+        if class == KeyClass::Missing {
+            self.0.push(index);
+        }
+    }
+}
+
+/// Feeds two sinks.
+pub struct Tee<'a>(pub &'a mut dyn RecordSink, pub &'a mut dyn RecordSink);
+
+impl RecordSink for Tee<'_> {
+    fn record(&mut self, r: &ResultMessage, body: &str, v: Verdict) {
+        self.0.record(r, body, v);
+        self.1.record(r, body, v);
+    }
+    fn class(&mut self, index: u64, class: KeyClass, runs: u32) {
+        self.0.class(index, class, runs);
+        self.1.class(index, class, runs);
+    }
+}
+
 /// A sink that keeps nothing.
 pub struct NoSink;
 
