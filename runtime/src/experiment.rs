@@ -27,10 +27,17 @@ pub fn from_sweep(sweep: &Sweep, base_dir: PathBuf, clock: Arc<dyn Clock>) -> Ar
                 Some(w) => base_dir.join(w),
                 None => base_dir,
             };
+            let here = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
+            let inherits_workdir = here.is_some() && here == workdir.canonicalize().ok();
+            let mut argv = argv.clone();
+            if let Some(found) = search_path(&argv[0]) {
+                argv[0] = found.to_string_lossy().into_owned();
+            }
             Arc::new(Command {
-                argv: argv.clone(),
+                argv,
                 workdir,
                 timeout_s: sweep.timeout_s,
+                inherits_workdir,
             })
         }
         None => Arc::new(Synthetic {
@@ -39,6 +46,22 @@ pub fn from_sweep(sweep: &Sweep, base_dir: PathBuf, clock: Arc<dyn Clock>) -> Ar
             fail_every: sweep.experiment.fail_every,
         }),
     }
+}
+
+/// The program `name` as found on `PATH`, looked up once rather than by
+/// every spawn (each miss on the way is a failed `execve`). `None` for a
+/// name with a `/` or a placeholder, or one not found: spawning then does
+/// its own search and reports what it finds.
+fn search_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') || name.contains('{') {
+        return None;
+    }
+    #[allow(clippy::disallowed_methods)] // the runtime's own command runner, never the simulator
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Interpret what a program printed: a JSON object on standard output (or on
@@ -68,6 +91,8 @@ pub struct Command {
     pub workdir: PathBuf,
     /// Kill the program after this many seconds.
     pub timeout_s: u64,
+    /// The workdir is this process's own working directory.
+    pub inherits_workdir: bool,
 }
 
 impl Command {
@@ -103,9 +128,14 @@ impl Experiment for Command {
             Ok(argv) => argv,
             Err(e) => return failed(e),
         };
-        let mut child = match tokio::process::Command::new(&argv[0])
+        let mut command = tokio::process::Command::new(&argv[0]);
+        // Setting a working directory can keep the standard library from
+        // using posix_spawn; skip it when the child would inherit it anyway.
+        if !self.inherits_workdir {
+            command.current_dir(&self.workdir);
+        }
+        let mut child = match command
             .args(&argv[1..])
-            .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
