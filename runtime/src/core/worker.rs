@@ -217,11 +217,14 @@ impl Worker {
                 held.push(next);
                 break;
             }
-            let holding: Vec<String> = held
-                .iter()
-                .map(|h| h.handle.clone())
-                .chain(pending.iter().map(|p| p.0.clone()))
-                .collect();
+            // Collected only when a heartbeat is due, not once per job.
+            let holding = || -> Vec<String> {
+                held.iter()
+                    .map(|h| h.handle.clone())
+                    .chain(pending.iter().map(|p| p.0.clone()))
+                    .chain(std::iter::once(next.handle.clone()))
+                    .collect()
+            };
             *seq += 1;
             let run_id = format!("{}.{slot}-{seq}", self.config.id);
             let Some(result) = self.run_one(&next, run_id, &holding, shutdown).await? else {
@@ -249,13 +252,14 @@ impl Worker {
         Ok(())
     }
 
-    /// Run one job while heartbeating `holding` and its own message.
+    /// Run one job while heartbeating the messages `holding` lists (its own
+    /// among them).
     /// Returns `None` if a stop was requested mid-run (the run is abandoned).
     async fn run_one(
         &self,
         held: &Held,
         run_id: String,
-        holding: &[String],
+        holding: &(dyn Fn() -> Vec<String> + Sync),
         shutdown: &Shutdown,
     ) -> Result<Option<ResultMessage>, CallError> {
         let started_ms = self.clock.wall_ms();
@@ -277,10 +281,8 @@ impl Worker {
             let loaded = loaded.expect("held jobs have a manifest");
             let spec = loaded.manifest.sweep.job(&held.job.sweep, held.job.index);
             self.stats.runs.fetch_add(1, Ordering::Relaxed);
-            let mut all: Vec<String> = holding.to_vec();
-            all.push(held.handle.clone());
             match self
-                .with_heartbeat(loaded.experiment.run(&spec), &all, shutdown)
+                .with_heartbeat(loaded.experiment.run(&spec), holding, shutdown)
                 .await?
             {
                 Some(outcome) => outcome,
@@ -301,12 +303,12 @@ impl Worker {
         }))
     }
 
-    /// Poll `work` to completion, extending the visibility of `handles`
+    /// Poll `work` to completion, extending the visibility of the messages `handles` lists
     /// every third of the visibility timeout. `None` if stopped first.
     async fn with_heartbeat<T>(
         &self,
         work: impl std::future::Future<Output = T>,
-        handles: &[String],
+        handles: &(dyn Fn() -> Vec<String> + Sync),
         shutdown: &Shutdown,
     ) -> Result<Option<T>, CallError> {
         let beat_ms = (self.config.visibility_ms / 3).max(1);
@@ -318,7 +320,7 @@ impl Worker {
                 out = &mut work => return Ok(Some(out)),
                 _ = crate::core::stopped(&mut stop) => return Ok(None),
                 _ = self.clock.sleep(beat_ms) => {
-                    let refused = self.calls(&*self.jobs, shutdown).change_visibility_all(handles, self.config.visibility_ms).await?;
+                    let refused = self.calls(&*self.jobs, shutdown).change_visibility_all(&handles(), self.config.visibility_ms).await?;
                     if refused > 0 {
                         debug!(worker = %self.config.id, refused, "heartbeat refused: a job may run twice");
                     }
