@@ -112,24 +112,7 @@ async fn open(args: &BackendArgs) -> anyhow::Result<Backend> {
 fn stop_on_signal() -> (Shutdown, Arc<std::sync::atomic::AtomicBool>) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = Arc::clone(&signalled);
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-        }
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = tx.send(true);
-    });
+    crate::cli::stop_on_signal(tx, Arc::clone(&signalled));
     (rx, signalled)
 }
 

@@ -152,6 +152,33 @@ impl UserError {
     }
 }
 
+/// On SIGINT or SIGTERM, set `interrupted` and tell `stop` to stop.
+pub(crate) fn stop_on_signal(
+    stop: tokio::sync::watch::Sender<bool>,
+    interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = stop.send(true);
+    });
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         // The AWS credential chain warns about every provider it tried; a

@@ -54,7 +54,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let started_ms = local.clock.mono_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    spawn_signal_handler(stop_tx.clone(), Arc::clone(&interrupted));
+    crate::cli::stop_on_signal(stop_tx.clone(), Arc::clone(&interrupted));
 
     let id = sweep.id();
     let submitted = sweep.len().expect("validated");
@@ -272,27 +272,4 @@ fn progress_bar(len: u64) -> ProgressBar {
             .expect("a valid template"),
     );
     bar
-}
-
-fn spawn_signal_handler(stop: tokio::sync::watch::Sender<bool>, interrupted: Arc<std::sync::atomic::AtomicBool>) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-        }
-        interrupted.store(true, Ordering::SeqCst);
-        let _ = stop.send(true);
-    });
 }
