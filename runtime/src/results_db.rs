@@ -19,7 +19,7 @@ use rusqlite::{params_from_iter, Connection};
 
 use crate::core::manifest::Manifest;
 use crate::core::reconciler::{KeyClass, RecordSink, Report, Verdict};
-use crate::core::ResultMessage;
+use crate::core::{ResultMessage, ResultView};
 use crate::sweep::Value;
 
 /// Columns tally itself writes; a parameter or metric with one of these
@@ -252,9 +252,12 @@ fn existing_columns(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
 }
 
 impl RecordSink for ResultsDb {
-    fn record(&mut self, result: &ResultMessage, _body: &str, verdict: Verdict) {
+    fn record(&mut self, _view: &ResultView<'_>, body: &str, verdict: Verdict) {
         if verdict == Verdict::Chosen && self.error.is_none() {
-            if let Err(e) = self.insert_chosen(result) {
+            let inserted = ResultMessage::decode(body)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+                .and_then(|result| self.insert_chosen(&result));
+            if let Err(e) = inserted {
                 self.error = Some(e);
             }
         }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tally::core::reconciler::{KeyClass, RecordSink, Report, Verdict as RecordVerdict};
-use tally::core::{ResultMessage, ResultStatus};
+use tally::core::{ResultStatus, ResultView};
 
 use crate::oracle::{run_hash, Oracle, RunSet};
 
@@ -50,13 +50,13 @@ impl Recorder {
 }
 
 impl RecordSink for Recorder {
-    fn record(&mut self, r: &ResultMessage, _body: &str, _verdict: RecordVerdict) {
+    fn record(&mut self, r: &ResultView<'_>, _body: &str, _verdict: RecordVerdict) {
         if r.sweep != self.sweep || r.index >= self.jobs {
             self.phantoms += 1;
             return;
         }
         self.runs.insert(r.index, run_hash(&r.run_id));
-        if r.outcome.status != ResultStatus::GaveUp {
+        if r.status != ResultStatus::GaveUp {
             self.payloads.push((r.index, r.payload_hash()));
         }
     }

@@ -15,7 +15,7 @@ pub mod segment;
 pub mod submitter;
 pub mod worker;
 
-pub use message::{JobMessage, ResultMessage, ResultStatus};
+pub use message::{JobMessage, ResultMessage, ResultStatus, ResultView};
 pub use policy::Policy;
 pub use seams::{
     BlobStore, Clock, EntryError, Experiment, JobSpec, Outcome, PutOutcome, Queue, QueueError, QueueStats, Received,

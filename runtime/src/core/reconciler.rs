@@ -17,7 +17,7 @@ use tracing::warn;
 
 use crate::core::manifest::{self, Manifest};
 use crate::core::retry::{store_retrying, CallError};
-use crate::core::{segment, BlobStore, Clock, Policy, ResultMessage, ResultStatus, Shutdown};
+use crate::core::{segment, BlobStore, Clock, Policy, ResultStatus, ResultView, Shutdown};
 
 /// How many indices a report lists per class (the counts are exact).
 pub const LISTED_MAX: usize = 1000;
@@ -130,7 +130,7 @@ impl KeyClass {
 /// results database, the simulator's checker).
 pub trait RecordSink {
     /// One record, with its raw body and verdict.
-    fn record(&mut self, result: &ResultMessage, body: &str, verdict: Verdict);
+    fn record(&mut self, view: &ResultView<'_>, body: &str, verdict: Verdict);
     /// The final class of key `index` and its number of distinct runs,
     /// called once per submitted key, in index order.
     fn class(&mut self, index: u64, class: KeyClass, runs: u32);
@@ -141,7 +141,7 @@ pub trait RecordSink {
 pub struct MissingKeys(pub Vec<u64>);
 
 impl RecordSink for MissingKeys {
-    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
+    fn record(&mut self, _: &ResultView<'_>, _: &str, _: Verdict) {}
     fn class(&mut self, index: u64, class: KeyClass, _: u32) {
         if class == KeyClass::Missing {
             self.0.push(index);
@@ -153,7 +153,7 @@ impl RecordSink for MissingKeys {
 pub struct Tee<'a>(pub &'a mut dyn RecordSink, pub &'a mut dyn RecordSink);
 
 impl RecordSink for Tee<'_> {
-    fn record(&mut self, r: &ResultMessage, body: &str, v: Verdict) {
+    fn record(&mut self, r: &ResultView<'_>, body: &str, v: Verdict) {
         self.0.record(r, body, v);
         self.1.record(r, body, v);
     }
@@ -167,7 +167,7 @@ impl RecordSink for Tee<'_> {
 pub struct NoSink;
 
 impl RecordSink for NoSink {
-    fn record(&mut self, _: &ResultMessage, _: &str, _: Verdict) {}
+    fn record(&mut self, _: &ResultView<'_>, _: &str, _: Verdict) {}
     fn class(&mut self, _: u64, _: KeyClass, _: u32) {}
 }
 
@@ -196,7 +196,7 @@ impl Classifier {
     }
 
     /// Classify one record of this sweep.
-    pub fn add(&mut self, result: &ResultMessage) -> Verdict {
+    pub fn add(&mut self, result: &ResultView<'_>) -> Verdict {
         if result.index >= self.submitted {
             self.report.phantoms += 1;
             if self.report.phantom_indices.len() < LISTED_MAX {
@@ -206,7 +206,7 @@ impl Classifier {
         }
         let run = xxhash_rust::xxh3::xxh3_64(result.run_id.as_bytes()) | 1;
         let payload = result.payload_hash();
-        let status = result.outcome.status;
+        let status = result.status;
         let key = &mut self.keys[result.index as usize];
         if key.runs == 0 {
             *key = Key {
@@ -324,18 +324,19 @@ pub async fn reconcile(
         let Some(bytes) = store_retrying(clock, shutdown, || store.get(key)).await? else {
             continue;
         };
-        let records = match segment::decode(&bytes) {
-            Ok((_, records)) => records,
+        let segment = match segment::decode(&bytes) {
+            Ok(segment) => segment,
             Err(reason) => {
                 warn!(segment = %key, reason, "unreadable segment");
                 unreadable.push(key.clone());
                 continue;
             }
         };
-        for body in records {
+        drop(bytes);
+        for body in segment.records() {
             // Records were validated when aggregated; a record that no
             // longer parses means the segment is damaged.
-            let Ok(result) = ResultMessage::decode(body) else {
+            let Ok(result) = ResultView::decode(body) else {
                 unreadable.push(key.clone());
                 break;
             };
@@ -381,7 +382,7 @@ pub async fn sweep_ids(
 mod tests {
     use super::*;
     use crate::core::message::FORMAT_VERSION;
-    use crate::core::Outcome;
+    use crate::core::{Outcome, ResultMessage};
 
     fn result(index: u64, run_id: &str, status: ResultStatus, score: f64) -> ResultMessage {
         ResultMessage {
@@ -404,23 +405,28 @@ mod tests {
         }
     }
 
+    fn add(c: &mut Classifier, r: ResultMessage) -> Verdict {
+        let body = r.encode();
+        c.add(&ResultView::decode(&body).unwrap())
+    }
+
     #[test]
     fn every_key_gets_exactly_one_class() {
         let mut c = Classifier::new("s", 6);
-        assert_eq!(c.add(&result(0, "a", ResultStatus::Ok, 1.0)), Verdict::Chosen);
+        assert_eq!(add(&mut c, result(0, "a", ResultStatus::Ok, 1.0)), Verdict::Chosen);
         // Key 1: the same run delivered twice, then a second agreeing run.
-        c.add(&result(1, "b", ResultStatus::Ok, 2.0));
-        assert_eq!(c.add(&result(1, "b", ResultStatus::Ok, 2.0)), Verdict::Extra);
-        c.add(&result(1, "c", ResultStatus::Ok, 2.0));
+        add(&mut c, result(1, "b", ResultStatus::Ok, 2.0));
+        assert_eq!(add(&mut c, result(1, "b", ResultStatus::Ok, 2.0)), Verdict::Extra);
+        add(&mut c, result(1, "c", ResultStatus::Ok, 2.0));
         // Key 2: two runs that disagree.
-        c.add(&result(2, "d", ResultStatus::Ok, 3.0));
-        c.add(&result(2, "e", ResultStatus::Ok, 3.5));
+        add(&mut c, result(2, "d", ResultStatus::Ok, 3.0));
+        add(&mut c, result(2, "e", ResultStatus::Ok, 3.5));
         // Key 3: failed. Key 4: gave up, then a real result replaces it.
-        c.add(&result(3, "f", ResultStatus::Failed, 0.0));
-        c.add(&result(4, "g", ResultStatus::GaveUp, 0.0));
-        assert_eq!(c.add(&result(4, "h", ResultStatus::Ok, 4.0)), Verdict::Chosen);
+        add(&mut c, result(3, "f", ResultStatus::Failed, 0.0));
+        add(&mut c, result(4, "g", ResultStatus::GaveUp, 0.0));
+        assert_eq!(add(&mut c, result(4, "h", ResultStatus::Ok, 4.0)), Verdict::Chosen);
         // Key 5: missing. Key 9: phantom.
-        assert_eq!(c.add(&result(9, "i", ResultStatus::Ok, 0.0)), Verdict::Phantom);
+        assert_eq!(add(&mut c, result(9, "i", ResultStatus::Ok, 0.0)), Verdict::Phantom);
         let r = c.finish(Policy::Real, &mut NoSink);
         assert_eq!((r.done, r.failed, r.conflicts, r.missing), (3, 1, 1, 1));
         assert_eq!(r.done + r.failed + r.conflicts + r.missing, r.submitted);
@@ -436,7 +442,7 @@ mod tests {
     #[test]
     fn without_the_ledger_missing_keys_vanish() {
         let mut c = Classifier::new("s", 3);
-        c.add(&result(0, "a", ResultStatus::Ok, 1.0));
+        add(&mut c, result(0, "a", ResultStatus::Ok, 1.0));
         let r = c.finish(Policy::NoLedger, &mut NoSink);
         assert_eq!((r.submitted, r.missing), (1, 0));
     }
