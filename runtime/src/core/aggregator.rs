@@ -4,14 +4,21 @@
 //! A crash before the upload loses nothing (the messages reappear once
 //! their visibility lapses); a crash between the upload and the deletes
 //! makes duplicates, which reconciliation detects by key and run id.
+//!
+//! Receives run continuously (`receivers` of them, each replaced as soon as
+//! it returns) and the deletes of a stored segment's messages run alongside
+//! them, so neither a slow receive nor deleting holds up gathering.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use futures::stream::{FuturesUnordered, StreamExt};
+
 use crate::core::retry::{put_if_absent_retrying, CallError, Calls};
+use crate::core::seams::BoxFuture;
 use crate::core::worker::quarantine;
-use crate::core::{segment, BlobStore, Clock, Policy, Queue, ResultMessage, Shutdown};
+use crate::core::{segment, BlobStore, Clock, Policy, Queue, Received, ResultMessage, Shutdown};
 
 /// How an aggregator behaves.
 #[derive(Clone, Debug)]
@@ -74,11 +81,17 @@ pub struct Aggregator {
     pub stats: Arc<AggregatorStats>,
 }
 
+/// Deletes in flight; on failure they hand back their handles.
+type Deleting<'a> = BoxFuture<'a, Result<usize, (CallError, Vec<String>)>>;
+
 /// The segment being filled.
 #[derive(Default)]
 struct Buffer {
     bodies: Vec<String>,
     handles: Vec<String>,
+    /// Handles of messages whose records are in a stored segment, to
+    /// delete alongside the next receives.
+    stored: Vec<String>,
     opened_ms: u64,
     beat_ms: u64,
     seen: BTreeSet<(String, u64)>,
@@ -95,52 +108,53 @@ impl Aggregator {
             policy: self.config.policy,
             shutdown: &shutdown,
         };
-        while !crate::core::is_stopping(&shutdown) {
-            let wait_ms = self.wait_ms(&buf);
-            let receives: Vec<_> = (0..self.config.receivers.max(1))
-                .map(|_| {
-                    calls.call(|| {
-                        self.results
-                            .receive(self.results.batch_max(), self.config.visibility_ms, wait_ms)
-                    })
-                })
-                .collect();
-            let mut msgs = Vec::new();
-            let mut stopped = false;
-            for received in futures::future::join_all(receives).await {
-                match received {
-                    Ok(got) => msgs.extend(got),
-                    Err(CallError::Stopped) => stopped = true,
-                    Err(e) => return Err(e),
+        let receive = |wait_ms: u64| {
+            calls.call(move || {
+                self.results
+                    .receive(self.results.batch_max(), self.config.visibility_ms, wait_ms)
+            })
+        };
+        // Receives run continuously, each replaced as it returns, and the
+        // deletes of the last stored segment run alongside them.
+        let mut receiving = FuturesUnordered::new();
+        let mut deleting: Option<Deleting<'_>> = None;
+        loop {
+            if !crate::core::is_stopping(&shutdown) {
+                while receiving.len() < self.config.receivers.max(1) {
+                    receiving.push(receive(self.wait_ms(&buf)));
                 }
             }
-            if stopped && msgs.is_empty() {
+            if deleting.is_none() && !buf.stored.is_empty() {
+                let handles = std::mem::take(&mut buf.stored);
+                let calls = &calls;
+                deleting = Some(Box::pin(async move {
+                    calls.delete_all(&handles).await.map_err(|e| (e, handles))
+                }));
+            }
+            if receiving.is_empty() && deleting.is_none() {
                 break;
             }
-            let mut early_deletes = Vec::new();
-            for msg in msgs {
-                match ResultMessage::decode(&msg.body) {
-                    Ok(result) => self.accept(&mut buf, result, msg.body, msg.handle, &mut early_deletes),
-                    Err(reason) => {
-                        quarantine(
-                            &*self.store,
-                            &*self.clock,
-                            &*self.results,
-                            &msg,
-                            &reason,
-                            self.config.policy,
-                            &shutdown,
-                        )
-                        .await?;
-                        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                biased;
+                deleted = async { deleting.as_mut().expect("guarded").await }, if deleting.is_some() => {
+                    deleting = None;
+                    match deleted {
+                        Ok(_) => {}
+                        // Left for the deletes on the way out.
+                        Err((CallError::Stopped, mut handles)) => buf.stored.append(&mut handles),
+                        Err((e, _)) => return Err(e),
                     }
                 }
+                Some(received) = receiving.next() => {
+                    let msgs = match received {
+                        Ok(msgs) => msgs,
+                        Err(CallError::Stopped) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    self.take(&mut buf, msgs, &calls).await?;
+                    self.maintain(&mut buf, &calls).await?;
+                }
             }
-            if !early_deletes.is_empty() {
-                calls.delete_all(&early_deletes).await?;
-            }
-            self.stats.buffered.store(buf.bodies.len() as u64, Ordering::Relaxed);
-            self.maintain(&mut buf, &calls).await?;
         }
         // Storing what is held continues through the stop.
         let (_tx, never) = tokio::sync::watch::channel(false);
@@ -148,7 +162,37 @@ impl Aggregator {
             shutdown: &never,
             ..calls
         };
-        self.flush(&mut buf, &calls).await
+        self.flush(&mut buf, &calls).await?;
+        calls.delete_all(&buf.stored).await?;
+        Ok(())
+    }
+
+    /// Buffer the results among `msgs`; quarantine anything else.
+    async fn take(&self, buf: &mut Buffer, msgs: Vec<Received>, calls: &Calls<'_>) -> Result<(), CallError> {
+        let mut early_deletes = Vec::new();
+        for msg in msgs {
+            match ResultMessage::decode(&msg.body) {
+                Ok(result) => self.accept(buf, result, msg.body, msg.handle, &mut early_deletes),
+                Err(reason) => {
+                    quarantine(
+                        &*self.store,
+                        &*self.clock,
+                        &*self.results,
+                        &msg,
+                        &reason,
+                        self.config.policy,
+                        calls.shutdown,
+                    )
+                    .await?;
+                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !early_deletes.is_empty() {
+            calls.delete_all(&early_deletes).await?;
+        }
+        self.stats.buffered.store(buf.bodies.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn wait_ms(&self, buf: &Buffer) -> u64 {
@@ -202,10 +246,10 @@ impl Aggregator {
             self.stats.segments.fetch_add(1, Ordering::Relaxed);
             self.stats.stored.fetch_add(buf.bodies.len() as u64, Ordering::Relaxed);
         }
-        // Only now that the segment is stored may its messages go.
-        calls.delete_all(&buf.handles).await?;
+        // Only now that the segment is stored may its messages go: they
+        // are deleted alongside the next receives, or at once on the way out.
+        buf.stored.append(&mut buf.handles);
         buf.bodies.clear();
-        buf.handles.clear();
         self.stats.buffered.store(0, Ordering::Relaxed);
         Ok(())
     }

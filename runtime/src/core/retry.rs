@@ -15,7 +15,7 @@ pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 /// Batch calls one role keeps in flight at once: with a 20 ms round trip,
 /// one call at a time would cap a role at 500 messages a second.
-pub const CALLS_IN_FLIGHT: usize = 8;
+pub const CALLS_IN_FLIGHT: usize = 32;
 
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 5_000;

@@ -108,7 +108,12 @@ pub enum Decision {
 /// Decide what to do with a received job message, given the sweep's size
 /// and attempt limit (`None` when the sweep has no manifest).
 pub fn decide(msg: &Received, sweep: Option<(u64, u32)>) -> Decision {
-    let job = match JobMessage::decode(&msg.body) {
+    decide_decoded(JobMessage::decode(&msg.body), msg.receive_count, sweep)
+}
+
+/// [`decide`] for a body already decoded (or not) as `job`.
+fn decide_decoded(job: Result<JobMessage, String>, receive_count: u32, sweep: Option<(u64, u32)>) -> Decision {
+    let job = match job {
         Ok(job) => job,
         Err(reason) => return Decision::Quarantine(reason),
     };
@@ -118,7 +123,7 @@ pub fn decide(msg: &Received, sweep: Option<(u64, u32)>) -> Decision {
             "index {} is outside sweep {:?} of {submitted} jobs",
             job.index, job.sweep
         )),
-        Some((_, max_attempts)) if msg.receive_count > max_attempts => Decision::GiveUp(job),
+        Some((_, max_attempts)) if receive_count > max_attempts => Decision::GiveUp(job),
         Some(_) => Decision::Run(job),
     }
 }
@@ -168,16 +173,17 @@ impl Worker {
     ) -> Result<(), CallError> {
         let mut held = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            let sweep_id = JobMessage::decode(&msg.body).map(|j| j.sweep).unwrap_or_default();
-            let loaded = if sweep_id.is_empty() {
-                None
-            } else {
-                self.manifests
-                    .get(&*self.store, &*self.clock, shutdown, &sweep_id)
-                    .await?
+            let job = JobMessage::decode(&msg.body);
+            let loaded = match &job {
+                Ok(job) if !job.sweep.is_empty() => {
+                    self.manifests
+                        .get(&*self.store, &*self.clock, shutdown, &job.sweep)
+                        .await?
+                }
+                _ => None,
             };
             let limits = loaded.map(|l| (l.manifest.submitted, l.manifest.sweep.max_attempts));
-            match decide(&msg, limits) {
+            match decide_decoded(job, msg.receive_count, limits) {
                 Decision::Run(job) => held.push(Held {
                     handle: msg.handle,
                     job,
