@@ -2,6 +2,7 @@
 //! by the final reconciliation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tally::core::seams::BoxFuture;
@@ -11,15 +12,15 @@ use crate::hosts::S3Model;
 
 /// A read-only snapshot of a bucket.
 pub struct MemStore {
-    objects: BTreeMap<String, Vec<u8>>,
+    objects: BTreeMap<String, Arc<[u8]>>,
 }
 
 impl MemStore {
-    /// Copy every object of `model`.
+    /// Every object of `model`, shared with it rather than copied.
     pub fn snapshot(model: &S3Model) -> Self {
         let objects = model
             .keys()
-            .map(|k| (k.to_owned(), model.object(k).map(<[u8]>::to_vec).unwrap_or_default()))
+            .filter_map(|k| Some((k.to_owned(), model.shared(k)?)))
             .collect();
         Self { objects }
     }
@@ -35,7 +36,7 @@ impl BlobStore for MemStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.objects.get(key).cloned())
+        Ok(self.objects.get(key).map(|b| b.to_vec()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use tally::core::ResultMessage;
+use tally::core::ResultView;
 
 /// A hash naming one run (never 0, so 0 can mean "none").
 pub fn run_hash(run_id: &str) -> u64 {
@@ -69,6 +69,43 @@ impl RunSet {
     }
 }
 
+/// Which submission rounds of each key have an accepted result: a bit per
+/// round for the first eight, which is every round in practice, and a
+/// sparse set beyond.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    low: Vec<u8>,
+    high: BTreeSet<(u64, u32)>,
+}
+
+impl Attempts {
+    /// A set for keys `0..keys`.
+    pub fn new(keys: u64) -> Self {
+        Self {
+            low: vec![0; keys as usize],
+            high: BTreeSet::new(),
+        }
+    }
+
+    /// Record round `attempt` of key `index`.
+    pub fn insert(&mut self, index: u64, attempt: u32) {
+        match (attempt.checked_sub(1), self.low.get_mut(index as usize)) {
+            (Some(bit @ 0..=7), Some(bits)) => *bits |= 1 << bit,
+            _ => {
+                self.high.insert((index, attempt));
+            }
+        }
+    }
+
+    /// Whether round `attempt` of key `index` was recorded.
+    pub fn contains(&self, index: u64, attempt: u32) -> bool {
+        match (attempt.checked_sub(1), self.low.get(index as usize)) {
+            (Some(bit @ 0..=7), Some(bits)) => bits & (1 << bit) != 0,
+            _ => self.high.contains(&(index, attempt)),
+        }
+    }
+}
+
 /// Ground truth of one simulated run.
 #[derive(Debug)]
 pub struct Oracle {
@@ -95,9 +132,8 @@ pub struct Oracle {
     /// Job messages a consumer deleted, as (key, attempt), while no result
     /// of that attempt had been accepted; removed when one is.
     pub dropped: BTreeSet<(u64, u32)>,
-    /// (key, attempt) pairs with an accepted result, kept only while a
-    /// drop is possible: the real protocol deletes after acceptance.
-    answered: BTreeSet<(u64, u32)>,
+    /// (key, attempt) pairs with an accepted result.
+    answered: Attempts,
 }
 
 /// A shared oracle.
@@ -118,7 +154,7 @@ impl Oracle {
             queue_deletions: 0,
             jobs_queue: jobs_queue.to_owned(),
             dropped: BTreeSet::new(),
-            answered: BTreeSet::new(),
+            answered: Attempts::new(jobs),
         }
     }
 
@@ -136,12 +172,13 @@ impl Oracle {
         }
     }
 
-    fn result_key(&self, queue: &str, body: &str) -> Option<(u64, u64)> {
+    /// A result's (key, run hash, attempt), if it is one of this sweep's.
+    fn result_key(&self, queue: &str, body: &str) -> Option<(u64, u64, u32)> {
         if queue != self.results_queue {
             return None;
         }
-        let r = ResultMessage::decode(body).ok()?;
-        (r.sweep == self.sweep && r.index < self.jobs).then(|| (r.index, run_hash(&r.run_id)))
+        let r = ResultView::decode(body).ok()?;
+        (r.sweep == self.sweep && r.index < self.jobs).then(|| (r.index, run_hash(&r.run_id), r.attempt))
     }
 
     /// The results queue accepted a message.
@@ -150,12 +187,12 @@ impl Oracle {
             return;
         }
         match self.result_key(queue, body) {
-            Some((index, run)) => {
+            Some((index, run, attempt)) => {
                 self.accepted.insert(index, run);
-                if let Ok(r) = ResultMessage::decode(body) {
-                    self.dropped.remove(&(index, r.attempt));
-                    self.answered.insert((index, r.attempt));
+                if !self.dropped.is_empty() {
+                    self.dropped.remove(&(index, attempt));
                 }
+                self.answered.insert(index, attempt);
             }
             None => self.foreign_accepted += 1,
         }
@@ -169,7 +206,7 @@ impl Oracle {
             return;
         }
         if let Ok(job) = tally::core::JobMessage::decode(body) {
-            if job.sweep == self.sweep && !self.answered.contains(&(job.index, job.attempt)) {
+            if job.sweep == self.sweep && !self.answered.contains(job.index, job.attempt) {
                 self.dropped.insert((job.index, job.attempt));
             }
         }
@@ -177,8 +214,8 @@ impl Oracle {
 
     /// A message was destroyed without being deleted.
     pub fn destroyed(&mut self, queue: &str, body: &str) {
-        if let Some(key) = self.result_key(queue, body) {
-            self.destroyed.insert(key);
+        if let Some((index, run, _)) = self.result_key(queue, body) {
+            self.destroyed.insert((index, run));
         }
     }
 }
@@ -187,12 +224,12 @@ impl Oracle {
 pub struct SqsWitness(pub SharedOracle, pub crate::trace::SharedTrace);
 
 impl SqsWitness {
-    fn note(&self, what: &str, queue: &str, body: &str) {
+    fn note(&self, what: &str, queue: &str, body: impl std::fmt::Display) {
         let now = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
         self.1
             .lock()
             .expect("trace lock")
-            .event(now, what, &format!("{queue} {body}"));
+            .event(now, what, format_args!("{queue} {body}"));
     }
 }
 
@@ -213,7 +250,7 @@ impl crate::hosts::sqs::SqsObserver for SqsWitness {
     }
 
     fn delivered(&mut self, queue: &str, body: &str, receive_count: u32) {
-        self.note("delivered", queue, &format!("{receive_count} {body}"));
+        self.note("delivered", queue, format_args!("{receive_count} {body}"));
     }
 }
 
@@ -232,5 +269,16 @@ mod tests {
         assert_eq!(s.count(0), 0);
         assert!(s.contains(1, 7) && !s.contains(2, 7));
         assert_eq!(s.runs(1).collect::<Vec<_>>(), vec![5, 7]);
+    }
+
+    #[test]
+    fn attempts_hold_low_and_high_rounds() {
+        let mut a = Attempts::new(2);
+        a.insert(1, 1);
+        a.insert(1, 8);
+        a.insert(1, 9);
+        a.insert(5, 1);
+        assert!(a.contains(1, 1) && a.contains(1, 8) && a.contains(1, 9) && a.contains(5, 1));
+        assert!(!a.contains(0, 1) && !a.contains(1, 2) && !a.contains(1, 10) && !a.contains(1, 0));
     }
 }

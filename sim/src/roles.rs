@@ -199,6 +199,7 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
             wait_ms: 5_000,
             segment_records_max: 5_000,
             segment_age_max_ms: 2_000,
+            receivers: 32,
             policy: ctx.policy,
             ..AggregatorConfig::new(id)
         },

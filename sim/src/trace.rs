@@ -31,17 +31,34 @@ impl Trace {
         }
     }
 
-    /// Fold in one event.
-    pub fn event(&mut self, at_ms: u64, what: &str, detail: &str) {
-        let h = xxhash_rust::xxh3::xxh3_64(detail.as_bytes());
-        let line = format!("{at_ms} {what} {h:016x}");
-        self.hash = xxhash_rust::xxh3::xxh3_64_with_seed(line.as_bytes(), self.hash);
+    /// Fold in one event: `detail` is hashed as it is formatted, so an
+    /// event costs no allocation unless the trace is being captured.
+    pub fn event(&mut self, at_ms: u64, what: &str, detail: impl std::fmt::Display) {
+        let mut h = HashWriter(xxhash_rust::xxh3::Xxh3::new());
+        std::fmt::write(&mut h, format_args!("{detail}")).expect("hashing cannot fail");
+        let detail_hash = h.0.digest();
+        let mut line = xxhash_rust::xxh3::Xxh3::with_seed(self.hash);
+        line.update(&at_ms.to_le_bytes());
+        line.update(what.as_bytes());
+        line.update(&detail_hash.to_le_bytes());
+        self.hash = line.digest();
         self.events += 1;
         if let Some(c) = self.captured.as_mut() {
             if c.len() < CAPTURE_MAX {
-                c.push(format!("{line} {}", detail.chars().take(120).collect::<String>()));
+                let detail = detail.to_string();
+                let short: String = detail.chars().take(120).collect();
+                c.push(format!("{at_ms} {what} {detail_hash:016x} {short}"));
             }
         }
+    }
+}
+
+struct HashWriter(xxhash_rust::xxh3::Xxh3);
+
+impl std::fmt::Write for HashWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
     }
 }
 

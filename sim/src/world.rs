@@ -176,7 +176,7 @@ fn drive(
             trace
                 .lock()
                 .expect("trace lock")
-                .event(now, "fault", &format!("{:?}", e.fault));
+                .event(now, "fault", format_args!("{:?}", e.fault));
             apply(sim, &e.fault, now, sqs, &ctx.wires, &mut restarts, &mut repairs);
             next += 1;
         }
@@ -222,10 +222,7 @@ fn drive(
         }
         if let Err(e) = sim.step() {
             // A host's software failed outright: that is a finding too.
-            trace
-                .lock()
-                .expect("trace lock")
-                .event(now, "host-error", &e.to_string());
+            trace.lock().expect("trace lock").event(now, "host-error", &e);
             return (false, now, next);
         }
     }

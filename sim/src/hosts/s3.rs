@@ -8,7 +8,7 @@
 //! outcome, the case that makes create-only writes necessary).
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,7 +31,7 @@ pub trait S3Observer {
 
 /// One simulated bucket.
 pub struct S3Model {
-    objects: BTreeMap<String, Rc<[u8]>>,
+    objects: BTreeMap<String, Arc<[u8]>>,
     faults: S3Faults,
     rng: ChaCha8Rng,
     observer: Option<Box<dyn S3Observer>>,
@@ -84,6 +84,12 @@ impl S3Model {
         self.objects.get(key).map(|b| &b[..])
     }
 
+    /// An object shared rather than copied, bypassing faults (for the
+    /// final reconciliation's snapshot).
+    pub fn shared(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.objects.get(key).cloned()
+    }
+
     /// Every key, in order, bypassing faults (for the checker).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.objects.keys().map(String::as_str)
@@ -119,7 +125,7 @@ impl S3Model {
         let outcome = if self.objects.contains_key(key) {
             PutOutcome::AlreadyExists
         } else {
-            self.objects.insert(key.into(), Rc::from(bytes));
+            self.objects.insert(key.into(), Arc::from(bytes));
             if let Some(observer) = self.observer.as_deref_mut() {
                 observer.created(key, bytes);
             }
@@ -130,7 +136,7 @@ impl S3Model {
     }
 
     /// Read an object, or `None` if absent.
-    pub fn get(&mut self, key: &str) -> Result<Option<Rc<[u8]>>, StoreError> {
+    pub fn get(&mut self, key: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
         self.fault(false)?;
         let found = self.objects.get(key).cloned();
         self.fault(true)?;

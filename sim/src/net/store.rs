@@ -14,15 +14,23 @@ use crate::hosts::S3Model;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum S3Request {
-    Put { key: String, bytes: Vec<u8> },
-    Get { key: String },
-    List { prefix: String },
+    Put {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    Get {
+        key: String,
+    },
+    List {
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum S3Reply {
     Put { created: bool },
-    Got(Option<Vec<u8>>),
+    Got(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Listed(Vec<String>),
     Failed(WireStoreError),
 }
