@@ -224,33 +224,30 @@ impl Oracle {
 pub struct SqsWitness(pub SharedOracle, pub crate::trace::SharedTrace);
 
 impl SqsWitness {
-    fn note(&self, what: &str, queue: &str, body: impl std::fmt::Display) {
+    fn note(&self, what: &str, queue: &str, body: &str, n: u32) {
         let now = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
-        self.1
-            .lock()
-            .expect("trace lock")
-            .event(now, what, format_args!("{queue} {body}"));
+        self.1.lock().expect("trace lock").message(now, what, queue, body, n);
     }
 }
 
 impl crate::hosts::sqs::SqsObserver for SqsWitness {
     fn accepted(&mut self, queue: &str, body: &str) {
-        self.note("accepted", queue, body);
+        self.note("accepted", queue, body, 0);
         self.0.lock().expect("oracle lock").accepted(queue, body);
     }
 
     fn deleted(&mut self, queue: &str, body: &str) {
-        self.note("deleted", queue, body);
+        self.note("deleted", queue, body, 0);
         self.0.lock().expect("oracle lock").deleted(queue, body);
     }
 
     fn destroyed(&mut self, queue: &str, body: &str) {
-        self.note("destroyed", queue, body);
+        self.note("destroyed", queue, body, 0);
         self.0.lock().expect("oracle lock").destroyed(queue, body);
     }
 
     fn delivered(&mut self, queue: &str, body: &str, receive_count: u32) {
-        self.note("delivered", queue, format_args!("{receive_count} {body}"));
+        self.note("delivered", queue, body, receive_count);
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tally::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
 use tally::core::manifest::ManifestCache;
-use tally::core::reconciler::{reconcile, MissingKeys};
+use tally::core::reconciler::{MissingKeys, Reconciliation};
 use tally::core::retry::{CallError, Calls};
 use tally::core::submitter::{MemSendLog, SubmitStats, Submitter};
 use tally::core::worker::{Worker, WorkerConfig, WorkerStats};
@@ -227,6 +227,7 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     let stop = tally::core::never();
     let id = ctx.sweep.id();
     let mut quiet = 0;
+    let mut reconciliation = Reconciliation::new(&id);
     loop {
         clock.sleep(5_000).await;
         let drained = matches!(jobs.stats().await, Ok(s) if s.is_drained())
@@ -236,7 +237,8 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
             continue;
         }
         let mut missing = MissingKeys::default();
-        let Ok(report) = reconcile(&*store, &*clock, &stop, ctx.policy, &id, &mut missing).await else {
+        let pass = reconciliation.pass(&*store, &*clock, &stop, ctx.policy, &mut missing);
+        let Ok(report) = pass.await else {
             continue;
         };
         if !missing.0.is_empty() {

@@ -10,7 +10,7 @@
 //! experiment ran once), and `phantoms` counts results whose key was never
 //! submitted. Nothing here is lost: each class is counted and named.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -248,8 +248,9 @@ impl Classifier {
 
     /// Finish: count every key's class. Without the ledger (the
     /// `no-ledger` mutant), keys with no result are not known to exist.
-    pub fn finish(mut self, policy: Policy, sink: &mut dyn RecordSink) -> Report {
-        let r = &mut self.report;
+    pub fn finish(&self, policy: Policy, sink: &mut dyn RecordSink) -> Report {
+        let mut report = self.report.clone();
+        let r = &mut report;
         let mut missing: Vec<u64> = Vec::new();
         for (i, key) in self.keys.iter().enumerate() {
             let i = i as u64;
@@ -291,7 +292,7 @@ impl Classifier {
             r.missing = 0;
             r.missing_ranges.clear();
         }
-        self.report
+        report
     }
 }
 
@@ -311,57 +312,100 @@ pub async fn reconcile(
     sweep_id: &str,
     sink: &mut dyn RecordSink,
 ) -> Result<Report, CallError> {
-    let manifest: Manifest = manifest::load(store, clock, shutdown, sweep_id).await?.ok_or_else(|| {
-        CallError::Store(crate::core::StoreError::Permanent {
-            code: "NoManifest".into(),
-            message: format!("no manifest for sweep {sweep_id:?}"),
-        })
-    })?;
-    let mut classifier = Classifier::new(sweep_id, manifest.submitted);
-    let keys = store_retrying(clock, shutdown, || store.list(segment::PREFIX)).await?;
-    let mut unreadable = Vec::new();
-    for key in &keys {
-        let Some(bytes) = store_retrying(clock, shutdown, || store.get(key)).await? else {
-            continue;
-        };
-        let segment = match segment::decode(&bytes) {
-            Ok(segment) => segment,
-            Err(reason) => {
-                warn!(segment = %key, reason, "unreadable segment");
-                unreadable.push(key.clone());
-                continue;
-            }
-        };
-        drop(bytes);
-        for body in segment.records() {
-            // Records were validated when aggregated; a record that no
-            // longer parses means the segment is damaged.
-            let Ok(result) = ResultView::decode(body) else {
-                unreadable.push(key.clone());
-                break;
-            };
-            if result.sweep == sweep_id {
-                let verdict = classifier.add(&result);
-                sink.record(&result, body, verdict);
-            }
+    Reconciliation::new(sweep_id)
+        .pass(store, clock, shutdown, policy, sink)
+        .await
+}
+
+/// A reconciliation that is run again and again (the reconciler's loop):
+/// segments are immutable and named by their content, so each pass reads
+/// only the segments stored since the last one and adds them to what it
+/// already knows. A sink sees each record once, in the pass that read it,
+/// and every key's class in every pass.
+pub struct Reconciliation {
+    sweep_id: String,
+    classifier: Option<Classifier>,
+    /// Segments already read (or found unreadable).
+    read: BTreeSet<String>,
+    unreadable: Vec<String>,
+}
+
+impl Reconciliation {
+    /// A reconciliation of `sweep_id` that has read nothing yet.
+    pub fn new(sweep_id: &str) -> Self {
+        Self {
+            sweep_id: sweep_id.to_owned(),
+            classifier: None,
+            read: BTreeSet::new(),
+            unreadable: Vec::new(),
         }
     }
-    let rounds = manifest::load_rounds(store, clock, shutdown, sweep_id).await?;
-    let quarantined = store_retrying(clock, shutdown, || store.list("quarantine/"))
-        .await?
-        .len() as u64;
-    let mut report = classifier.finish(policy, sink);
-    report.segments = keys.len() as u64;
-    unreadable.dedup();
-    report.unreadable = unreadable.len() as u64;
-    report.unreadable_segments = unreadable;
-    report.rounds = rounds.len() as u32;
-    report.resubmitted = rounds
-        .iter()
-        .map(|r| r.ranges.iter().map(|(a, b)| b - a + 1).sum::<u64>())
-        .sum();
-    report.quarantined = quarantined;
-    Ok(report)
+
+    /// Read the segments stored since the last pass, then report on every key.
+    pub async fn pass(
+        &mut self,
+        store: &dyn BlobStore,
+        clock: &dyn Clock,
+        shutdown: &Shutdown,
+        policy: Policy,
+        sink: &mut dyn RecordSink,
+    ) -> Result<Report, CallError> {
+        let sweep_id = self.sweep_id.as_str();
+        if self.classifier.is_none() {
+            let manifest: Manifest = manifest::load(store, clock, shutdown, sweep_id).await?.ok_or_else(|| {
+                CallError::Store(crate::core::StoreError::Permanent {
+                    code: "NoManifest".into(),
+                    message: format!("no manifest for sweep {sweep_id:?}"),
+                })
+            })?;
+            self.classifier = Some(Classifier::new(sweep_id, manifest.submitted));
+        }
+        let classifier = self.classifier.as_mut().expect("set above");
+        let keys = store_retrying(clock, shutdown, || store.list(segment::PREFIX)).await?;
+        let new: Vec<&String> = keys.iter().filter(|k| !self.read.contains(*k)).collect();
+        for key in new {
+            let Some(bytes) = store_retrying(clock, shutdown, || store.get(key)).await? else {
+                continue;
+            };
+            self.read.insert(key.clone());
+            let segment = match segment::decode(&bytes) {
+                Ok(segment) => segment,
+                Err(reason) => {
+                    warn!(segment = %key, reason, "unreadable segment");
+                    self.unreadable.push(key.clone());
+                    continue;
+                }
+            };
+            drop(bytes);
+            for body in segment.records() {
+                // Records were validated when aggregated; a record that no
+                // longer parses means the segment is damaged.
+                let Ok(result) = ResultView::decode(body) else {
+                    self.unreadable.push(key.clone());
+                    break;
+                };
+                if result.sweep == sweep_id {
+                    let verdict = classifier.add(&result);
+                    sink.record(&result, body, verdict);
+                }
+            }
+        }
+        let rounds = manifest::load_rounds(store, clock, shutdown, sweep_id).await?;
+        let quarantined = store_retrying(clock, shutdown, || store.list("quarantine/"))
+            .await?
+            .len() as u64;
+        let mut report = classifier.finish(policy, sink);
+        report.segments = keys.len() as u64;
+        report.unreadable = self.unreadable.len() as u64;
+        report.unreadable_segments = self.unreadable.clone();
+        report.rounds = rounds.len() as u32;
+        report.resubmitted = rounds
+            .iter()
+            .map(|r| r.ranges.iter().map(|(a, b)| b - a + 1).sum::<u64>())
+            .sum();
+        report.quarantined = quarantined;
+        Ok(report)
+    }
 }
 
 /// Every sweep id that has a manifest in the store, in key order.

@@ -124,9 +124,11 @@ impl Submitter {
             shutdown,
         };
         let mut pos = self.log.sent(sweep_id, attempt)?;
-        // Several batches go out at once; progress is recorded per group, so
-        // a crash resends at most one group (duplicates, counted by key).
-        let group = (self.jobs.batch_max() * CALLS_IN_FLIGHT) as u64;
+        // Batches stream out CALLS_IN_FLIGHT at a time; progress is recorded
+        // per group of four rounds of them, so the stream drains only once per
+        // group, and a crash resends at most one group (duplicates, counted by
+        // key: at most 1,280 jobs on SQS).
+        let group = (self.jobs.batch_max() * CALLS_IN_FLIGHT * 4) as u64;
         while pos < len {
             let end = (pos + group).min(len);
             let bodies: Vec<String> = (pos..end)
