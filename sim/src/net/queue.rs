@@ -1,5 +1,6 @@
 //! The SQS host's serving loop, and [`SimQueue`], the protocol's client.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
@@ -104,8 +105,9 @@ fn apply(model: &mut SqsModel, request: SqsRequest, now_ms: u64) -> SqsReply {
 /// Use as a host's software: `sim.host("sqs", move || serve_sqs(model.clone()))`.
 pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
     let socket = Rc::new(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, SQS_PORT)).await?);
-    // Wakes parked long polls when messages may have become visible.
-    let changes = Rc::new(Notify::new());
+    // Per queue: wakes its parked long polls when messages may have become
+    // visible there.
+    let mut changes: BTreeMap<String, Rc<Notify>> = BTreeMap::new();
     loop {
         let (frame, from) = rpc::recv_frame::<SqsRequest>(&socket).await?;
         match frame.body {
@@ -118,7 +120,7 @@ pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
                 let poll = LongPoll {
                     model: Rc::clone(&model),
                     socket: Rc::clone(&socket),
-                    changes: Rc::clone(&changes),
+                    changes: Rc::clone(changes.entry(queue.clone()).or_default()),
                     from,
                     id: frame.id,
                     queue,
@@ -129,14 +131,25 @@ pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
                 tokio::task::spawn_local(poll.run());
             }
             request => {
-                // A parked poll must hear of new messages, and of its queue's end.
-                let wakes = matches!(
-                    request,
-                    SqsRequest::Send { .. } | SqsRequest::ChangeVisibility { .. } | SqsRequest::DeleteQueue { .. }
-                );
+                // A parked poll must hear of new messages, and of its queue's
+                // end. A send wakes one poll per message at most (a woken
+                // poll takes up to ten): waking every poll of a busy queue
+                // on every send would cost more than the sends.
+                let wake = match &request {
+                    SqsRequest::Send { queue, bodies } => Some((queue.clone(), Some(bodies.len()))),
+                    SqsRequest::ChangeVisibility { queue, .. } | SqsRequest::DeleteQueue { queue } => {
+                        Some((queue.clone(), None))
+                    }
+                    _ => None,
+                };
                 let reply = apply(&mut model.borrow_mut(), request, sim_now_ms());
-                if wakes {
-                    changes.notify_waiters();
+                if let Some((queue, count)) = wake {
+                    if let Some(polls) = changes.get(&queue) {
+                        match count {
+                            Some(n) => (0..n).for_each(|_| polls.notify_one()),
+                            None => polls.notify_waiters(),
+                        }
+                    }
                 }
                 rpc::reply(&socket, from, frame.id, &reply);
             }
