@@ -18,7 +18,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::core::retry::{put_if_absent_retrying, CallError, Calls};
 use crate::core::seams::BoxFuture;
 use crate::core::worker::quarantine;
-use crate::core::{segment, BlobStore, Clock, Policy, Queue, Received, ResultMessage, Shutdown};
+use crate::core::{segment, BlobStore, Clock, Policy, Queue, Received, ResultView, Shutdown};
 
 /// How an aggregator behaves.
 #[derive(Clone, Debug)]
@@ -171,8 +171,13 @@ impl Aggregator {
     async fn take(&self, buf: &mut Buffer, msgs: Vec<Received>, calls: &Calls<'_>) -> Result<(), CallError> {
         let mut early_deletes = Vec::new();
         for msg in msgs {
-            match ResultMessage::decode(&msg.body) {
-                Ok(result) => self.accept(buf, result, msg.body, msg.handle, &mut early_deletes),
+            // Only the planted silent-dedupe bug remembers keys (for the
+            // life of this incarnation); the real aggregator keeps every record.
+            let first = ResultView::decode(&msg.body).map(|view| {
+                self.config.policy.keeps_duplicates() || buf.seen.insert((view.sweep.into_owned(), view.index))
+            });
+            match first {
+                Ok(first) => self.accept(buf, first, msg.body, msg.handle, &mut early_deletes),
                 Err(reason) => {
                     quarantine(
                         &*self.store,
@@ -203,14 +208,11 @@ impl Aggregator {
         deadline.saturating_sub(self.clock.mono_ms()).min(self.config.wait_ms)
     }
 
-    fn accept(&self, buf: &mut Buffer, result: ResultMessage, body: String, handle: String, early: &mut Vec<String>) {
+    fn accept(&self, buf: &mut Buffer, first: bool, body: String, handle: String, early: &mut Vec<String>) {
         if buf.bodies.is_empty() {
             buf.opened_ms = self.clock.mono_ms();
             buf.beat_ms = buf.opened_ms;
         }
-        // Only the planted silent-dedupe bug remembers keys (for the life
-        // of this incarnation); the real aggregator keeps every record.
-        let first = self.config.policy.keeps_duplicates() || buf.seen.insert((result.sweep, result.index));
         if self.config.policy.aggregator_deletes_first() {
             early.push(handle);
         } else {

@@ -42,7 +42,15 @@ impl JobMessage {
 
     /// Decode a body, or say why it is not a job message of this format.
     pub fn decode(body: &str) -> Result<Self, String> {
-        let msg: Self = serde_json::from_str(body).map_err(|e| format!("not a tally job message: {e}"))?;
+        let msg: Self = match crate::core::layout::job(body) {
+            Some((tally, sweep, index, attempt)) => Self {
+                tally,
+                sweep: sweep.to_owned(),
+                index,
+                attempt,
+            },
+            None => serde_json::from_str(body).map_err(|e| format!("not a tally job message: {e}"))?,
+        };
         if msg.tally != FORMAT_VERSION {
             return Err(format!(
                 "job message has format version {}, expected {FORMAT_VERSION}",
@@ -129,11 +137,11 @@ struct FlatResult<S = String, M = Option<serde_json::Map<String, serde_json::Val
     stderr_tail: S,
 }
 
-/// The fields of a result message that classifying it needs, borrowed
-/// from the body rather than copied: metrics stay raw JSON text. Reading a
-/// view costs a fraction of [`ResultMessage::decode`], which matters when
-/// millions of records are reconciled; a sink that needs the whole message
-/// decodes the body itself.
+/// A result message read in place: every field checked, strings borrowed
+/// from the body rather than copied, metrics kept as raw JSON text. Reading
+/// a view costs a fraction of [`ResultMessage::decode`], which matters when
+/// millions of records are aggregated and reconciled; a sink that needs the
+/// whole message decodes the body itself.
 #[derive(Debug, Deserialize)]
 pub struct ResultView<'a> {
     /// Format version ([`FORMAT_VERSION`]).
@@ -145,9 +153,18 @@ pub struct ResultView<'a> {
     pub index: u64,
     /// The submission round of the job message that was run.
     pub attempt: u32,
+    /// The job message's receive count when this run started.
+    pub receive_count: u32,
     /// Identifies the run.
     #[serde(borrow)]
     pub run_id: Cow<'a, str>,
+    /// The worker that ran the job.
+    #[serde(borrow)]
+    pub worker: Cow<'a, str>,
+    /// Wall-clock start, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// How long the experiment took, ms.
+    pub duration_ms: u64,
     /// How the job ended.
     pub status: ResultStatus,
     /// The process exit code, when there was one.
@@ -158,18 +175,27 @@ pub struct ResultView<'a> {
     /// Raw standard output, when it was not a JSON object.
     #[serde(borrow)]
     pub stdout: Option<Cow<'a, str>>,
+    /// The tail of standard error.
+    #[serde(borrow)]
+    pub stderr_tail: Cow<'a, str>,
 }
 
 impl<'a> ResultView<'a> {
     /// Read the view of a body, or say why it is not a result message of
-    /// this format.
+    /// this format. Accepts exactly what [`ResultMessage::decode`] accepts.
     pub fn decode(body: &'a str) -> Result<Self, String> {
-        let view: Self = serde_json::from_str(body).map_err(|e| format!("not a tally result message: {e}"))?;
+        let view = match crate::core::layout::result_view(body) {
+            Some(view) => view,
+            None => serde_json::from_str(body).map_err(|e| format!("not a tally result message: {e}"))?,
+        };
         if view.tally != FORMAT_VERSION {
             return Err(format!(
                 "result message has format version {}, expected {FORMAT_VERSION}",
                 view.tally
             ));
+        }
+        if view.metrics.is_some_and(|m| !m.get().starts_with('{')) {
+            return Err("not a tally result message: metrics is not an object".to_owned());
         }
         Ok(view)
     }
