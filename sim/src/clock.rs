@@ -6,6 +6,7 @@
 //! ([`epoch`]) plus elapsed time plus this clock's skew, so a run's records
 //! are the same on every machine and a clock-skew fault is one call.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,14 +55,47 @@ impl SimClock {
     }
 }
 
-/// Simulated milliseconds since the simulation started, as the current
-/// host sees them. Every host sees the same value at the same step.
+thread_local! {
+    /// The time of the step being run, when a driver keeps it (see
+    /// [`StepTime`]).
+    static STEP_MS: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Keeps the simulated time of the current step for [`sim_now_ms`], while
+/// it lives. Reading turmoil's clock means finding the current host in the
+/// world's tables, and the protocol reads the time several times per job; a
+/// driver that steps the simulation itself knows the time already.
+pub struct StepTime(());
+
+impl StepTime {
+    /// Start keeping step times on this thread.
+    pub fn install() -> Self {
+        STEP_MS.set(Some(0));
+        Self(())
+    }
+
+    /// The step about to run starts at `ms`.
+    pub fn set(&self, ms: u64) {
+        STEP_MS.set(Some(ms));
+    }
+}
+
+impl Drop for StepTime {
+    fn drop(&mut self) {
+        STEP_MS.set(None);
+    }
+}
+
+/// Simulated milliseconds since the simulation started, at the step being
+/// run: every host sees the same value during one step.
 ///
 /// # Panics
-/// Outside a turmoil host.
+/// Outside a turmoil host, unless a [`StepTime`] is installed.
 pub fn sim_now_ms() -> u64 {
-    let elapsed = turmoil::sim_elapsed().expect("simulated time is read inside a turmoil host");
-    elapsed.as_millis() as u64
+    STEP_MS.get().unwrap_or_else(|| {
+        let elapsed = turmoil::sim_elapsed().expect("simulated time is read inside a turmoil host");
+        elapsed.as_millis() as u64
+    })
 }
 
 impl Clock for SimClock {
@@ -70,8 +104,9 @@ impl Clock for SimClock {
     }
 
     fn wall_ms(&self) -> u64 {
-        let since_epoch = turmoil::since_epoch().expect("simulated time is read inside a turmoil host");
-        (since_epoch.as_millis() as u64).saturating_add_signed(self.skew_ms())
+        EPOCH_MS
+            .saturating_add(sim_now_ms())
+            .saturating_add_signed(self.skew_ms())
     }
 
     fn sleep(&self, ms: u64) -> BoxFuture<'static, ()> {

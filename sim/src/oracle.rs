@@ -225,7 +225,7 @@ pub struct SqsWitness(pub SharedOracle, pub crate::trace::SharedTrace);
 
 impl SqsWitness {
     fn note(&self, what: &str, queue: &str, body: &str, n: u32) {
-        let now = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+        let now = crate::clock::sim_now_ms();
         self.1.lock().expect("trace lock").message(now, what, queue, body, n);
     }
 }

@@ -48,11 +48,11 @@ impl Trace {
     }
 
     fn fold(&mut self, at_ms: u64, what: &str, detail_hash: u64, describe: impl FnOnce() -> String) {
-        let mut line = xxhash_rust::xxh3::Xxh3::with_seed(self.hash);
-        line.update(&at_ms.to_le_bytes());
-        line.update(what.as_bytes());
-        line.update(&detail_hash.to_le_bytes());
-        self.hash = line.digest();
+        let mut line = [0u8; 24];
+        line[..8].copy_from_slice(&at_ms.to_le_bytes());
+        line[8..16].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(what.as_bytes()).to_le_bytes());
+        line[16..].copy_from_slice(&detail_hash.to_le_bytes());
+        self.hash = xxhash_rust::xxh3::xxh3_64_with_seed(&line, self.hash);
         self.events += 1;
         if let Some(c) = self.captured.as_mut() {
             if c.len() < CAPTURE_MAX {

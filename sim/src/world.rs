@@ -169,8 +169,10 @@ fn drive(
     let mut repairs: Vec<(u64, String, String, bool)> = Vec::new();
     let mut healed = false;
     let deadline = s.fault_ms + s.heal_ms;
+    let step_time = crate::clock::StepTime::install();
     loop {
         let now = sim.elapsed().as_millis() as u64;
+        step_time.set(now);
         while next < schedule.events.len() && schedule.events[next].at_ms <= now {
             let e = &schedule.events[next];
             trace

@@ -204,10 +204,22 @@ impl<'a> ResultView<'a> {
     /// body a worker writes, whose metrics are compact JSON as serde writes
     /// them (a test holds the two together).
     pub fn payload_hash(&self) -> u64 {
-        let mut h = crate::core::seams::HashWriter::default();
-        serde_json::to_writer(&mut h, &(self.status, self.exit_code, self.metrics, &self.stdout))
-            .expect("a view always serialises");
-        h.digest()
+        let metrics = self.metrics.map_or("null", |m| m.get());
+        let mut canonical = Vec::with_capacity(metrics.len() + 48);
+        canonical.push(b'[');
+        canonical.extend_from_slice(b"\"");
+        canonical.extend_from_slice(self.status.as_str().as_bytes());
+        canonical.extend_from_slice(b"\",");
+        match self.exit_code {
+            Some(code) => canonical.extend_from_slice(code.to_string().as_bytes()),
+            None => canonical.extend_from_slice(b"null"),
+        }
+        canonical.push(b',');
+        canonical.extend_from_slice(metrics.as_bytes());
+        canonical.push(b',');
+        serde_json::to_writer(&mut canonical, &self.stdout).expect("a string always serialises");
+        canonical.push(b']');
+        xxhash_rust::xxh3::xxh3_64(&canonical)
     }
 }
 

@@ -210,32 +210,11 @@ impl Outcome {
     /// stdout): equal for two runs of a deterministic experiment.
     ///
     /// The hash is of the compact JSON array `[status, exit_code, metrics,
-    /// stdout]`, streamed into the hasher without building a document.
+    /// stdout]`.
     pub fn payload_hash(&self) -> u64 {
-        let mut h = HashWriter::default();
-        serde_json::to_writer(&mut h, &(self.status, self.exit_code, &self.metrics, &self.stdout))
+        let canonical = serde_json::to_vec(&(self.status, self.exit_code, &self.metrics, &self.stdout))
             .expect("an outcome always serialises");
-        h.digest()
-    }
-}
-
-/// An xxh3 hash of whatever is written into it.
-#[derive(Default)]
-pub(crate) struct HashWriter(xxhash_rust::xxh3::Xxh3);
-
-impl HashWriter {
-    pub(crate) fn digest(&self) -> u64 {
-        self.0.digest()
-    }
-}
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        xxhash_rust::xxh3::xxh3_64(&canonical)
     }
 }
 
