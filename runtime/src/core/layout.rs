@@ -13,7 +13,7 @@
 use serde_json::value::RawValue;
 
 use crate::core::message::ResultView;
-use crate::core::ResultStatus;
+use crate::core::{ResultMessage, ResultStatus};
 
 /// A position in a body being read.
 struct Cursor<'a> {
@@ -68,8 +68,9 @@ impl<'a> Cursor<'a> {
     /// A string without escapes or control characters, borrowed.
     fn plain_str(&mut self) -> Option<&'a str> {
         self.lit("\"")?;
-        let len = self.rest().iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if self.rest()[len] != b'"' {
+        let rest = self.rest();
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[len] != b'"' || rest[..len].iter().any(|&b| b < 0x20) {
             return None;
         }
         // Both ends are ASCII quotes, so both are character boundaries.
@@ -159,6 +160,62 @@ pub(crate) fn result_view(body: &str) -> Option<ResultView<'_>> {
     })
 }
 
+/// Whether serde_json writes `s` between quotes exactly as it is.
+fn plain(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// `message` in the layout [`result_view`] reads, byte for byte what serde
+/// writes, or `None` when a string needs escaping (serde writes those).
+pub(crate) fn write_result(m: &ResultMessage) -> Option<String> {
+    let o = &m.outcome;
+    let strings = [m.sweep.as_str(), &m.run_id, &m.worker, &o.stderr_tail];
+    if !strings.iter().all(|s| plain(s)) || !o.stdout.as_deref().is_none_or(plain) {
+        return None;
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(200 + strings.iter().map(|s| s.len()).sum::<usize>());
+    let mut n = itoa::Buffer::new();
+    let mut put = |text: &str| out.extend_from_slice(text.as_bytes());
+    put("{\"tally\":");
+    put(n.format(m.tally));
+    put(",\"sweep\":\"");
+    put(&m.sweep);
+    put("\",\"index\":");
+    put(n.format(m.index));
+    put(",\"attempt\":");
+    put(n.format(m.attempt));
+    put(",\"receive_count\":");
+    put(n.format(m.receive_count));
+    put(",\"run_id\":\"");
+    put(&m.run_id);
+    put("\",\"worker\":\"");
+    put(&m.worker);
+    put("\",\"started_ms\":");
+    put(n.format(m.started_ms));
+    put(",\"duration_ms\":");
+    put(n.format(m.duration_ms));
+    put(",\"status\":\"");
+    put(o.status.as_str());
+    put("\",\"exit_code\":");
+    match o.exit_code {
+        Some(code) => put(n.format(code)),
+        None => put("null"),
+    }
+    put(",\"metrics\":");
+    match &o.metrics {
+        Some(map) => serde_json::to_writer(&mut out, map).ok()?,
+        None => out.extend_from_slice(b"null"),
+    }
+    match &o.stdout {
+        Some(stdout) => out.extend_from_slice(format!(",\"stdout\":\"{stdout}\"").as_bytes()),
+        None => out.extend_from_slice(b",\"stdout\":null"),
+    }
+    out.extend_from_slice(b",\"stderr_tail\":\"");
+    out.extend_from_slice(o.stderr_tail.as_bytes());
+    out.extend_from_slice(b"\"}");
+    String::from_utf8(out).ok()
+}
+
 /// A job message in exactly the layout [`crate::core::JobMessage`]
 /// serialises to, as (tally, sweep, index, attempt), or `None`.
 pub(crate) fn job(body: &str) -> Option<(u32, &str, u64, u32)> {
@@ -180,7 +237,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::core::{JobMessage, Outcome, ResultMessage};
+    use crate::core::{JobMessage, Outcome};
 
     /// The general decoder's reading, as comparable text.
     fn general(body: &str) -> Option<String> {
@@ -282,7 +339,12 @@ mod tests {
             metric in proptest::option::of(any::<f64>().prop_filter("finite", |f| f.is_finite())),
             edit in (any::<prop::sample::Index>(), 0u8..0x80),
         ) {
-            let body = message(text, numbers, exit_code, status, metric).encode();
+            let m = message(text, numbers, exit_code, status, metric);
+            let body = serde_json::to_string(&m).unwrap();
+            match write_result(&m) {
+                Some(written) => prop_assert_eq!(&written, &body),
+                None => prop_assert!(body.contains('\\'), "only strings that need escaping leave the fast writer"),
+            }
             if let Some(fast) = result_view(&body) {
                 prop_assert_eq!(Some(describe(&fast)), general(&body));
             } else {

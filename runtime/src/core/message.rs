@@ -271,7 +271,8 @@ impl Serialize for ResultMessage {
 impl ResultMessage {
     /// Encode as the message body.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("a result message always serialises")
+        crate::core::layout::write_result(self)
+            .unwrap_or_else(|| serde_json::to_string(self).expect("a result message always serialises"))
     }
 
     /// Decode a body, or say why it is not a result message of this format.
