@@ -2,6 +2,8 @@
 //! missing queue, wait out "deleted recently", and retry only the entries of
 //! a batch that failed.
 
+use std::borrow::Cow;
+
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
@@ -118,11 +120,12 @@ impl Calls<'_> {
     }
 
     async fn send_chunk(&self, chunk: &[String]) -> Result<(), CallError> {
-        let mut pending: Vec<String> = chunk.to_vec();
+        // Borrowed until an entry fails: only entries to retry are copied.
+        let mut pending: Cow<'_, [String]> = Cow::Borrowed(chunk);
         let mut backoff_ms = BACKOFF_MIN_MS;
         while !pending.is_empty() {
             let statuses = self.call(|| self.queue.send_batch(&pending)).await?;
-            pending = retry_entries(pending, statuses)?;
+            pending = Cow::Owned(retry_entries(&pending, statuses)?);
             if !pending.is_empty() {
                 self.pause(backoff_ms).await?;
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
@@ -160,7 +163,7 @@ impl Calls<'_> {
 
     async fn handle_chunk(&self, chunk: &[String], visibility_ms: Option<u64>) -> Result<usize, CallError> {
         let mut refused = 0;
-        let mut pending: Vec<String> = chunk.to_vec();
+        let mut pending: Cow<'_, [String]> = Cow::Borrowed(chunk);
         let mut backoff_ms = BACKOFF_MIN_MS;
         while !pending.is_empty() {
             let statuses = match visibility_ms {
@@ -168,17 +171,17 @@ impl Calls<'_> {
                 Some(ms) => self.call(|| self.queue.change_visibility_batch(&pending, ms)).await?,
             };
             let mut retry = Vec::new();
-            for (handle, status) in pending.into_iter().zip(statuses) {
+            for (handle, status) in pending.iter().zip(statuses) {
                 match status {
                     Ok(()) => {}
-                    Err(e) if e.retryable => retry.push(handle),
+                    Err(e) if e.retryable => retry.push(handle.clone()),
                     Err(e) => {
                         debug!(queue = self.queue.name(), error = %e, "entry refused");
                         refused += 1;
                     }
                 }
             }
-            pending = retry;
+            pending = Cow::Owned(retry);
             if !pending.is_empty() {
                 self.pause(backoff_ms).await?;
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
@@ -188,13 +191,13 @@ impl Calls<'_> {
     }
 }
 
-fn retry_entries(pending: Vec<String>, statuses: Vec<Result<(), EntryError>>) -> Result<Vec<String>, CallError> {
+fn retry_entries(pending: &[String], statuses: Vec<Result<(), EntryError>>) -> Result<Vec<String>, CallError> {
     let mut retry = Vec::new();
     let mut permanent: Vec<EntryError> = Vec::new();
-    for (body, status) in pending.into_iter().zip(statuses) {
+    for (body, status) in pending.iter().zip(statuses) {
         match status {
             Ok(()) => {}
-            Err(e) if e.retryable => retry.push(body),
+            Err(e) if e.retryable => retry.push(body.clone()),
             Err(e) => permanent.push(e),
         }
     }

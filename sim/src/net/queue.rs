@@ -1,5 +1,6 @@
 //! The SQS host's serving loop, and [`SimQueue`], the protocol's client.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
@@ -17,36 +18,38 @@ use super::{RpcConfig, SharedSqs, SQS_PORT, WAIT_MAX_MS};
 use crate::clock::sim_now_ms;
 use crate::hosts::{QueueAttrs, SqsModel};
 
+/// A request. Borrowed where the client sends it (nothing is copied to
+/// build it), owned where the server reads it.
 #[derive(Debug, Serialize, Deserialize)]
-enum SqsRequest {
+enum SqsRequest<'a> {
     Ensure {
-        queue: String,
+        queue: Cow<'a, str>,
         attrs: QueueAttrs,
     },
     DeleteQueue {
-        queue: String,
+        queue: Cow<'a, str>,
     },
     Send {
-        queue: String,
-        bodies: Vec<String>,
+        queue: Cow<'a, str>,
+        bodies: Cow<'a, [String]>,
     },
     Receive {
-        queue: String,
+        queue: Cow<'a, str>,
         max: u32,
         visibility_ms: u64,
         wait_ms: u64,
     },
     Delete {
-        queue: String,
-        handles: Vec<String>,
+        queue: Cow<'a, str>,
+        handles: Cow<'a, [String]>,
     },
     ChangeVisibility {
-        queue: String,
-        handles: Vec<String>,
+        queue: Cow<'a, str>,
+        handles: Cow<'a, [String]>,
         visibility_ms: u64,
     },
     Stats {
-        queue: String,
+        queue: Cow<'a, str>,
     },
 }
 
@@ -78,7 +81,7 @@ fn received(result: Result<Vec<Received>, QueueError>) -> SqsReply {
 }
 
 /// Apply one request to the model at `now_ms`.
-fn apply(model: &mut SqsModel, request: SqsRequest, now_ms: u64) -> SqsReply {
+fn apply(model: &mut SqsModel, request: SqsRequest<'_>, now_ms: u64) -> SqsReply {
     match request {
         SqsRequest::Ensure { queue, attrs } => done(model.ensure(&queue, &attrs, now_ms)),
         SqsRequest::DeleteQueue { queue } => done(model.delete_queue(&queue, now_ms)),
@@ -109,7 +112,7 @@ pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
     // visible there.
     let mut changes: BTreeMap<String, Rc<Notify>> = BTreeMap::new();
     loop {
-        let (frame, from) = rpc::recv_frame::<SqsRequest>(&socket).await?;
+        let (frame, from) = rpc::recv_frame::<SqsRequest<'static>>(&socket).await?;
         match frame.body {
             SqsRequest::Receive {
                 queue,
@@ -120,10 +123,10 @@ pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
                 let poll = LongPoll {
                     model: Rc::clone(&model),
                     socket: Rc::clone(&socket),
-                    changes: Rc::clone(changes.entry(queue.clone()).or_default()),
+                    changes: Rc::clone(changes.entry(queue.to_string()).or_default()),
                     from,
                     id: frame.id,
-                    queue,
+                    queue: queue.into_owned(),
                     max: max as usize,
                     visibility_ms,
                     deadline_ms: sim_now_ms() + wait_ms.min(WAIT_MAX_MS),
@@ -136,9 +139,9 @@ pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
                 // poll takes up to ten): waking every poll of a busy queue
                 // on every send would cost more than the sends.
                 let wake = match &request {
-                    SqsRequest::Send { queue, bodies } => Some((queue.clone(), Some(bodies.len()))),
+                    SqsRequest::Send { queue, bodies } => Some((queue.to_string(), Some(bodies.len()))),
                     SqsRequest::ChangeVisibility { queue, .. } | SqsRequest::DeleteQueue { queue } => {
-                        Some((queue.clone(), None))
+                        Some((queue.to_string(), None))
                     }
                     _ => None,
                 };
@@ -256,7 +259,7 @@ impl SimQueue {
         match self
             .call(
                 SqsRequest::DeleteQueue {
-                    queue: self.name.clone(),
+                    queue: Cow::Borrowed(&self.name),
                 },
                 0,
             )
@@ -267,11 +270,11 @@ impl SimQueue {
         }
     }
 
-    async fn call(&self, request: SqsRequest, wait_ms: u64) -> Result<SqsReply, QueueError> {
+    async fn call(&self, request: SqsRequest<'_>, wait_ms: u64) -> Result<SqsReply, QueueError> {
         self.caller.call(&request, wait_ms).await.map_err(lost)
     }
 
-    async fn call_entries(&self, request: SqsRequest) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+    async fn call_entries(&self, request: SqsRequest<'_>) -> Result<Vec<Result<(), EntryError>>, QueueError> {
         match self.call(request, 0).await? {
             SqsReply::Entries(statuses) => Ok(from_wire_statuses(statuses)),
             other => Err(unexpected(other)),
@@ -287,7 +290,7 @@ impl Queue for SimQueue {
 
     async fn ensure(&self) -> Result<(), QueueError> {
         let request = SqsRequest::Ensure {
-            queue: self.name.clone(),
+            queue: Cow::Borrowed(&self.name),
             attrs: self.attrs.clone(),
         };
         match self.call(request, 0).await? {
@@ -298,8 +301,8 @@ impl Queue for SimQueue {
 
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
         self.call_entries(SqsRequest::Send {
-            queue: self.name.clone(),
-            bodies: bodies.to_vec(),
+            queue: Cow::Borrowed(&self.name),
+            bodies: Cow::Borrowed(bodies),
         })
         .await
     }
@@ -307,7 +310,7 @@ impl Queue for SimQueue {
     async fn receive(&self, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Received>, QueueError> {
         let wait_ms = wait_ms.min(WAIT_MAX_MS);
         let request = SqsRequest::Receive {
-            queue: self.name.clone(),
+            queue: Cow::Borrowed(&self.name),
             max: u32::try_from(max).unwrap_or(u32::MAX),
             visibility_ms,
             wait_ms,
@@ -320,8 +323,8 @@ impl Queue for SimQueue {
 
     async fn delete_batch(&self, handles: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
         self.call_entries(SqsRequest::Delete {
-            queue: self.name.clone(),
-            handles: handles.to_vec(),
+            queue: Cow::Borrowed(&self.name),
+            handles: Cow::Borrowed(handles),
         })
         .await
     }
@@ -332,8 +335,8 @@ impl Queue for SimQueue {
         visibility_ms: u64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
         self.call_entries(SqsRequest::ChangeVisibility {
-            queue: self.name.clone(),
-            handles: handles.to_vec(),
+            queue: Cow::Borrowed(&self.name),
+            handles: Cow::Borrowed(handles),
             visibility_ms,
         })
         .await
@@ -343,7 +346,7 @@ impl Queue for SimQueue {
         match self
             .call(
                 SqsRequest::Stats {
-                    queue: self.name.clone(),
+                    queue: Cow::Borrowed(&self.name),
                 },
                 0,
             )
