@@ -39,17 +39,41 @@ impl<'a> Cursor<'a> {
 
     /// An unsigned integer as serde writes one: digits, no leading zero.
     fn uint(&mut self) -> Option<u64> {
-        let digits = self.rest().iter().take_while(|b| b.is_ascii_digit()).count();
-        let text = &self.rest()[..digits];
-        if digits == 0 || (digits > 1 && text[0] == b'0') {
+        let digits = self.rest();
+        let mut value: u64 = 0;
+        let mut len = 0;
+        while let Some(d) = digits.get(len).filter(|d| d.is_ascii_digit()) {
+            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            len += 1;
+        }
+        if len == 0 || (len > 1 && digits[0] == b'0') {
             return None;
         }
-        let mut value: u64 = 0;
-        for &d in text {
-            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
-        self.at += digits;
+        self.at += len;
         Some(value)
+    }
+
+    /// Consume a JSON number, any form the grammar allows.
+    fn number(&mut self) -> Option<()> {
+        let _ = self.lit("-");
+        if self.lit("0").is_none() {
+            self.uint()?;
+        }
+        if self.lit(".").is_some() {
+            self.digits()?;
+        }
+        if self.lit("e").or_else(|| self.lit("E")).is_some() {
+            let _ = self.lit("+").or_else(|| self.lit("-"));
+            self.digits()?;
+        }
+        Some(())
+    }
+
+    /// One or more digits.
+    fn digits(&mut self) -> Option<()> {
+        let len = self.rest().iter().take_while(|b| b.is_ascii_digit()).count();
+        self.at += len;
+        (len > 0).then_some(())
     }
 
     fn u32(&mut self) -> Option<u32> {
@@ -83,15 +107,38 @@ impl<'a> Cursor<'a> {
         self.lit("null").is_some()
     }
 
-    /// A JSON object, validated and kept raw.
-    fn raw_object(&mut self) -> Option<&'a RawValue> {
+    /// A JSON object, validated and kept as its text. Objects of plain keys
+    /// and numbers (what experiments print) are checked here; any other
+    /// object by serde.
+    fn raw_object(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        if let Some(()) = self.flat_object() {
+            return Some(&self.text[start..self.at]);
+        }
+        self.at = start;
         if !self.rest().starts_with(b"{") {
             return None;
         }
         let mut stream = serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter::<&RawValue>();
         let raw = stream.next()?.ok()?;
         self.at += stream.byte_offset();
-        Some(raw)
+        Some(raw.get())
+    }
+
+    /// `{}` or `{"key":number,...}` with plain keys.
+    fn flat_object(&mut self) -> Option<()> {
+        self.lit("{")?;
+        if self.lit("}").is_some() {
+            return Some(());
+        }
+        loop {
+            self.plain_str()?;
+            self.lit(":")?;
+            self.number()?;
+            if self.lit(",").is_none() {
+                return self.lit("}");
+            }
+        }
     }
 
     fn at_end(&self) -> bool {
@@ -259,7 +306,7 @@ mod tests {
             v.duration_ms,
             v.status,
             v.exit_code,
-            v.metrics.map(RawValue::get),
+            v.metrics,
             v.stdout,
             v.stderr_tail
         )
@@ -275,7 +322,9 @@ mod tests {
         let metrics = metric.map(|m| {
             let mut map = serde_json::Map::new();
             map.insert(text.clone(), serde_json::json!(m));
-            map.insert("nested".into(), serde_json::json!({"list": [1, "two", null]}));
+            if text.len() % 2 == 1 {
+                map.insert("nested".into(), serde_json::json!({"list": [1, "two", null]}));
+            }
             map
         });
         ResultMessage {
@@ -327,6 +376,32 @@ mod tests {
             assert!(result_view(&other).is_none(), "{other}");
         }
         assert!(super::job("{\"tally\":1,\"index\":1,\"sweep\":\"s\",\"attempt\":1}").is_none());
+    }
+
+    #[test]
+    fn metrics_outside_the_grammar_are_refused_as_serde_refuses_them() {
+        let body = message("rr".into(), (5, 1, 2, 3, 4), Some(0), 0, Some(0.5)).encode();
+        let flat = r#""metrics":{"rr":0.5}"#;
+        assert!(body.contains(flat), "{body}");
+        assert!(result_view(&body).is_some());
+        for bad in [
+            r#"{"rr":0.5,}"#,
+            r#"{"rr":05}"#,
+            r#"{"rr":0.}"#,
+            r#"{"rr":1e}"#,
+            r#"{"rr":-}"#,
+            r#"{"rr" 1}"#,
+            "{",
+        ] {
+            let damaged = body.replace(flat, &format!("\"metrics\":{bad}"));
+            assert!(result_view(&damaged).is_none(), "{damaged}");
+            assert!(general(&damaged).is_none(), "serde reads {damaged}");
+        }
+        for good in [r#"{"rr":-0.5e-3,"b":1E+2,"c":0}"#, r#"{}"#, r#"{"x":[1,{"y":null}]}"#] {
+            let changed = body.replace(flat, &format!("\"metrics\":{good}"));
+            let fast = result_view(&changed).expect("in the layout");
+            assert_eq!(Some(describe(&fast)), general(&changed));
+        }
     }
 
     proptest! {

@@ -169,15 +169,21 @@ pub struct ResultView<'a> {
     pub status: ResultStatus,
     /// The process exit code, when there was one.
     pub exit_code: Option<i32>,
-    /// The metrics object as it appears in the body.
-    #[serde(borrow)]
-    pub metrics: Option<&'a serde_json::value::RawValue>,
+    /// The metrics object's JSON text as it appears in the body.
+    #[serde(borrow, deserialize_with = "raw_json")]
+    pub metrics: Option<&'a str>,
     /// Raw standard output, when it was not a JSON object.
     #[serde(borrow)]
     pub stdout: Option<Cow<'a, str>>,
     /// The tail of standard error.
     #[serde(borrow)]
     pub stderr_tail: Cow<'a, str>,
+}
+
+/// Any JSON value (or null), kept as its text.
+fn raw_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str>, D::Error> {
+    let raw: Option<&'de serde_json::value::RawValue> = Deserialize::deserialize(deserializer)?;
+    Ok(raw.map(serde_json::value::RawValue::get))
 }
 
 impl<'a> ResultView<'a> {
@@ -194,7 +200,7 @@ impl<'a> ResultView<'a> {
                 view.tally
             ));
         }
-        if view.metrics.is_some_and(|m| !m.get().starts_with('{')) {
+        if view.metrics.is_some_and(|m| !m.starts_with('{')) {
             return Err("not a tally result message: metrics is not an object".to_owned());
         }
         Ok(view)
@@ -204,7 +210,7 @@ impl<'a> ResultView<'a> {
     /// body a worker writes, whose metrics are compact JSON as serde writes
     /// them (a test holds the two together).
     pub fn payload_hash(&self) -> u64 {
-        let metrics = self.metrics.map_or("null", |m| m.get());
+        let metrics = self.metrics.unwrap_or("null");
         let mut canonical = Vec::with_capacity(metrics.len() + 48);
         canonical.push(b'[');
         canonical.extend_from_slice(b"\"");
