@@ -23,7 +23,6 @@ use std::time::Instant;
 use tally::core::manifest::{manifest_key, Manifest};
 use tally::core::reconciler::{reconcile, NoSink};
 use tally::core::{segment, Outcome, ResultMessage, ResultStatus, ResultView};
-use tally::sweep::{ExperimentSpec, Sweep};
 use tally_sim::checker::{check, Recorder};
 use tally_sim::hosts::{S3Faults, S3Model};
 use tally_sim::memstore::{MemStore, StillClock};
@@ -33,21 +32,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let keys: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let repeats: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let sweep = Sweep {
-        name: "bench".into(),
-        runs: keys,
-        timeout_s: 3600,
-        max_attempts: 5,
-        experiment: ExperimentSpec {
-            command: None,
-            workdir: None,
-            builtin: Some("synthetic".into()),
-            sleep_ms: 0,
-            fail_every: 0,
-        },
-        grid: Default::default(),
-        settings: Vec::new(),
-    };
+    let sweep = tally_sim::world::synthetic_sweep("bench".into(), keys, 0);
     let id = sweep.id();
     let bodies: Vec<String> = (0..keys).map(|i| body(&id, i)).collect();
     let mut model = S3Model::new(1, S3Faults::default());

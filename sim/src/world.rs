@@ -64,16 +64,22 @@ pub fn sweep_for(schedule: &Schedule) -> Sweep {
         })
         .take(64)
         .collect();
+    synthetic_sweep(if name.is_empty() { "sim".into() } else { name }, s.jobs, s.job_ms)
+}
+
+/// A sweep of `jobs` runs of the built-in synthetic experiment, each taking
+/// `job_ms`.
+pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
     Sweep {
-        name: if name.is_empty() { "sim".into() } else { name },
-        runs: s.jobs,
+        name,
+        runs: jobs,
         timeout_s: 3600,
         max_attempts: 5,
         experiment: ExperimentSpec {
             command: None,
             workdir: None,
             builtin: Some("synthetic".into()),
-            sleep_ms: s.job_ms,
+            sleep_ms: job_ms,
             fail_every: 0,
         },
         grid: BTreeMap::new(),

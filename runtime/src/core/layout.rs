@@ -160,14 +160,7 @@ fn status(name: &str) -> Option<ResultStatus> {
 /// serialises to, or `None` for anything else.
 pub(crate) fn result_view(body: &str) -> Option<ResultView<'_>> {
     let mut c = Cursor::new(body);
-    c.lit("{\"tally\":")?;
-    let tally = c.u32()?;
-    c.lit(",\"sweep\":")?;
-    let sweep = c.plain_str()?;
-    c.lit(",\"index\":")?;
-    let index = c.uint()?;
-    c.lit(",\"attempt\":")?;
-    let attempt = c.u32()?;
+    let (tally, sweep, index, attempt) = key(&mut c)?;
     c.lit(",\"receive_count\":")?;
     let receive_count = c.u32()?;
     c.lit(",\"run_id\":")?;
@@ -267,6 +260,13 @@ pub(crate) fn write_result(m: &ResultMessage) -> Option<String> {
 /// serialises to, as (tally, sweep, index, attempt), or `None`.
 pub(crate) fn job(body: &str) -> Option<(u32, &str, u64, u32)> {
     let mut c = Cursor::new(body);
+    let key = key(&mut c)?;
+    c.lit("}")?;
+    c.at_end().then_some(key)
+}
+
+/// The opening both messages share: version, sweep, index, attempt.
+fn key<'a>(c: &mut Cursor<'a>) -> Option<(u32, &'a str, u64, u32)> {
     c.lit("{\"tally\":")?;
     let tally = c.u32()?;
     c.lit(",\"sweep\":")?;
@@ -275,8 +275,7 @@ pub(crate) fn job(body: &str) -> Option<(u32, &str, u64, u32)> {
     let index = c.uint()?;
     c.lit(",\"attempt\":")?;
     let attempt = c.u32()?;
-    c.lit("}")?;
-    c.at_end().then_some((tally, sweep, index, attempt))
+    Some((tally, sweep, index, attempt))
 }
 
 #[cfg(test)]
