@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use crate::core::manifest::ManifestCache;
 use crate::core::message::FORMAT_VERSION;
 use crate::core::retry::{put_if_absent_retrying, CallError, Calls};
+use crate::core::seams::BoxFuture;
 use crate::core::{
     BlobStore, Clock, JobMessage, Outcome, Policy, Queue, Received, ResultMessage, ResultStatus, Shutdown,
 };
@@ -217,6 +218,7 @@ impl Worker {
     ) -> Result<(), CallError> {
         let mut pending: Vec<(String, ResultMessage)> = Vec::new();
         let mut first_pending_ms = 0;
+        let mut beat = self.clock.sleep(self.beat_ms());
         held.reverse();
         while let Some(next) = held.pop() {
             if crate::core::is_stopping(shutdown) {
@@ -233,7 +235,7 @@ impl Worker {
             };
             *seq += 1;
             let run_id = format!("{}.{slot}-{seq}", self.config.id);
-            let Some(result) = self.run_one(&next, run_id, &holding, shutdown).await? else {
+            let Some(result) = self.run_one(&next, run_id, &holding, &mut beat, shutdown).await? else {
                 held.push(next);
                 break;
             };
@@ -266,6 +268,7 @@ impl Worker {
         held: &Held,
         run_id: String,
         holding: &(dyn Fn() -> Vec<String> + Sync),
+        beat: &mut BoxFuture<'static, ()>,
         shutdown: &Shutdown,
     ) -> Result<Option<ResultMessage>, CallError> {
         let started_ms = self.clock.wall_ms();
@@ -288,7 +291,7 @@ impl Worker {
             let spec = loaded.manifest.sweep.job(&held.job.sweep, held.job.index);
             self.stats.runs.fetch_add(1, Ordering::Relaxed);
             match self
-                .with_heartbeat(loaded.experiment.run(&spec), holding, shutdown)
+                .with_heartbeat(loaded.experiment.run(&spec), holding, beat, shutdown)
                 .await?
             {
                 Some(outcome) => outcome,
@@ -309,15 +312,23 @@ impl Worker {
         }))
     }
 
-    /// Poll `work` to completion, extending the visibility of the messages `handles` lists
-    /// every third of the visibility timeout. `None` if stopped first.
+    /// How often held messages are extended: a third of their visibility.
+    fn beat_ms(&self) -> u64 {
+        (self.config.visibility_ms / 3).max(1)
+    }
+
+    /// Poll `work` to completion, extending the visibility of the messages
+    /// `handles` lists whenever `beat` fires (then setting it again). The
+    /// beat belongs to the whole batch, not to one job: a batch of short
+    /// jobs that outlasts the visibility timeout is extended too. `None` if
+    /// stopped first.
     async fn with_heartbeat<T>(
         &self,
         work: impl std::future::Future<Output = T>,
         handles: &(dyn Fn() -> Vec<String> + Sync),
+        beat: &mut BoxFuture<'static, ()>,
         shutdown: &Shutdown,
     ) -> Result<Option<T>, CallError> {
-        let beat_ms = (self.config.visibility_ms / 3).max(1);
         let mut stop = shutdown.clone();
         tokio::pin!(work);
         loop {
@@ -325,7 +336,8 @@ impl Worker {
                 biased;
                 out = &mut work => return Ok(Some(out)),
                 _ = crate::core::stopped(&mut stop) => return Ok(None),
-                _ = self.clock.sleep(beat_ms) => {
+                _ = beat.as_mut() => {
+                    *beat = self.clock.sleep(self.beat_ms());
                     let refused = self.calls(&*self.jobs, shutdown).change_visibility_all(&handles(), self.config.visibility_ms).await?;
                     if refused > 0 {
                         debug!(worker = %self.config.id, refused, "heartbeat refused: a job may run twice");
