@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::scenario::Resolved;
 use crate::schedule::{Event, Schedule};
 use crate::world;
 
@@ -32,20 +33,28 @@ pub struct Shrunk {
     pub kinds: BTreeSet<&'static str>,
 }
 
+/// Call `f` with each fault rate of `r`, by name, letting it change the
+/// rate. The one list of the rates shrinking knows.
+fn each_rate(r: &mut Resolved, mut f: impl FnMut(&'static str, &mut f64)) {
+    f("lost_reply_rate", &mut r.lost_reply_rate);
+    f("s3_error_rate", &mut r.s3_error_rate);
+    f("sqs_entry_failure_rate", &mut r.sqs_entry_failure_rate);
+    f("duplicate_delivery_rate", &mut r.duplicate_delivery_rate);
+    f("slow_job_rate", &mut r.slow_job_rate);
+    let mut skew = r.clock_skew_ms as f64;
+    f("clock_skew_ms", &mut skew);
+    r.clock_skew_ms = skew as u64;
+}
+
+/// The names of the nonzero rates.
 fn rates(s: &Schedule) -> Vec<&'static str> {
-    let r = &s.resolved;
-    [
-        ("lost_reply_rate", r.lost_reply_rate),
-        ("s3_error_rate", r.s3_error_rate),
-        ("sqs_entry_failure_rate", r.sqs_entry_failure_rate),
-        ("duplicate_delivery_rate", r.duplicate_delivery_rate),
-        ("slow_job_rate", r.slow_job_rate),
-        ("clock_skew_ms", r.clock_skew_ms as f64),
-    ]
-    .into_iter()
-    .filter(|(_, v)| *v > 0.0)
-    .map(|(k, _)| k)
-    .collect()
+    let mut names = Vec::new();
+    each_rate(&mut s.resolved.clone(), |name, v| {
+        if *v > 0.0 {
+            names.push(name);
+        }
+    });
+    names
 }
 
 fn units(s: &Schedule) -> Vec<Unit> {
@@ -68,26 +77,11 @@ fn with_units(base: &Schedule, keep: &[Unit]) -> Schedule {
         .iter()
         .filter_map(|u| if let Unit::Rate(r) = u { Some(*r) } else { None })
         .collect();
-    let r = &mut s.resolved;
-    let zero = |name: &str| !kept.contains(&name);
-    if zero("lost_reply_rate") {
-        r.lost_reply_rate = 0.0;
-    }
-    if zero("s3_error_rate") {
-        r.s3_error_rate = 0.0;
-    }
-    if zero("sqs_entry_failure_rate") {
-        r.sqs_entry_failure_rate = 0.0;
-    }
-    if zero("duplicate_delivery_rate") {
-        r.duplicate_delivery_rate = 0.0;
-    }
-    if zero("slow_job_rate") {
-        r.slow_job_rate = 0.0;
-    }
-    if zero("clock_skew_ms") {
-        r.clock_skew_ms = 0;
-    }
+    each_rate(&mut s.resolved, |name, v| {
+        if !kept.contains(&name) {
+            *v = 0.0;
+        }
+    });
     s
 }
 
