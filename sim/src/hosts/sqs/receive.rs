@@ -158,6 +158,17 @@ impl SqsModel {
         target.insert(copy);
     }
 
+    /// What a batch of handles needs first: a batch within SQS's limits, on
+    /// a queue that exists, whose due messages are visible again.
+    fn open_handle_batch(&mut self, queue: &str, handles: &[String], now_ms: u64) -> Result<(), QueueError> {
+        check_batch(handles)?;
+        self.queues
+            .get_mut(queue)
+            .ok_or_else(|| missing(queue))?
+            .promote(now_ms);
+        Ok(())
+    }
+
     /// Delete up to ten messages by receipt handle. A stale handle (the copy
     /// was received again since, or is gone) succeeds without deleting.
     pub fn delete_batch(
@@ -166,11 +177,7 @@ impl SqsModel {
         handles: &[String],
         now_ms: u64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        check_batch(handles)?;
-        self.queues
-            .get_mut(queue)
-            .ok_or_else(|| missing(queue))?
-            .promote(now_ms);
+        self.open_handle_batch(queue, handles, now_ms)?;
         let mut statuses = Vec::with_capacity(handles.len());
         for text in handles {
             let Some(handle) = Handle::parse(text) else {
@@ -201,11 +208,7 @@ impl SqsModel {
         visibility_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        check_batch(handles)?;
-        self.queues
-            .get_mut(queue)
-            .ok_or_else(|| missing(queue))?
-            .promote(now_ms);
+        self.open_handle_batch(queue, handles, now_ms)?;
         let mut statuses = Vec::with_capacity(handles.len());
         for text in handles {
             let status = match self.failed_entry() {
