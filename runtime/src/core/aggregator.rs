@@ -119,12 +119,15 @@ impl Aggregator {
         let mut receiving = FuturesUnordered::new();
         let mut deleting: Option<Deleting<'_>> = None;
         loop {
-            if !crate::core::is_stopping(&shutdown) {
+            let stopping = crate::core::is_stopping(&shutdown);
+            if !stopping {
                 while receiving.len() < self.config.receivers.max(1) {
                     receiving.push(receive(self.wait_ms(&buf)));
                 }
             }
-            if deleting.is_none() && !buf.stored.is_empty() {
+            // Once stopping, stored handles wait for the deletes on the way
+            // out, which do not heed the stop.
+            if deleting.is_none() && !buf.stored.is_empty() && !stopping {
                 let handles = std::mem::take(&mut buf.stored);
                 let calls = &calls;
                 deleting = Some(Box::pin(async move {
