@@ -23,10 +23,10 @@ use std::time::Instant;
 use tally::core::manifest::{manifest_key, Manifest};
 use tally::core::reconciler::{reconcile, NoSink};
 use tally::core::{segment, Outcome, ResultMessage, ResultStatus, ResultView};
+use tally_sim::checker::oracle::Oracle;
 use tally_sim::checker::{check, Recorder};
+use tally_sim::doubles::memstore::{MemStore, StillClock};
 use tally_sim::hosts::{S3Faults, S3Model};
-use tally_sim::memstore::{MemStore, StillClock};
-use tally_sim::oracle::Oracle;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

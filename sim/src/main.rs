@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tally::core::Policy;
-use tally_sim::scenario::Scenario;
-use tally_sim::schedule::Schedule;
-use tally_sim::trace::first_divergence;
+use tally_sim::checker::trace::first_divergence;
+use tally_sim::faults::scenario::Scenario;
+use tally_sim::faults::schedule::Schedule;
 use tally_sim::world::{self, Outcome};
 
 /// A simulated run allocates and frees a few dozen small objects per job,
@@ -70,7 +70,7 @@ struct Common {
     #[arg(long)]
     jobs: Option<u64>,
     /// Protocol: real, or a planted bug the checker must catch.
-    #[arg(long, value_enum, default_value_t = Policy::Real)]
+    #[arg(long, default_value_t = Policy::Real)]
     policy: Policy,
 }
 
@@ -110,7 +110,7 @@ struct ReplayArgs {
     #[arg(long)]
     schedule: PathBuf,
     /// Replay under this protocol instead of the schedule's own.
-    #[arg(long, value_enum)]
+    #[arg(long)]
     policy: Option<Policy>,
     /// Print the result as JSON.
     #[arg(long)]

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::scenario::Resolved;
-use crate::schedule::{Event, Schedule};
+use crate::faults::scenario::Resolved;
+use crate::faults::schedule::{Event, Schedule};
 use crate::world;
 
 /// The faults of a schedule as removable units.

@@ -12,8 +12,8 @@ mod schedules;
 use std::path::PathBuf;
 
 use tally::core::Policy;
-use tally_sim::scenario::Scenario;
-use tally_sim::schedule::Schedule;
+use tally_sim::faults::scenario::Scenario;
+use tally_sim::faults::schedule::Schedule;
 use tally_sim::world::{self, Outcome};
 
 /// The scenario file `name` under scenarios/.

@@ -341,6 +341,11 @@ impl Reconciliation {
         }
     }
 
+    /// The sweep this reconciliation classifies.
+    pub fn sweep_id(&self) -> &str {
+        &self.sweep_id
+    }
+
     /// Read the segments stored since the last pass, then report on every key.
     pub async fn pass(
         &mut self,

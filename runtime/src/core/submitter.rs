@@ -63,6 +63,9 @@ impl Submitter {
         };
         manifest::publish(&*self.store, &*self.clock, shutdown, &manifest).await?;
         self.send_round(&id, 1, submitted, |i| i, shutdown).await?;
+        // Until this marker is stored, a key not yet sent looks like a lost
+        // one: the finish-and-resubmit driver waits for it.
+        manifest::mark_all_sent(&*self.store, &*self.clock, shutdown, &id, 1, submitted).await?;
         Ok(id)
     }
 
@@ -124,12 +127,19 @@ impl Submitter {
             shutdown,
         };
         let mut pos = self.log.sent(sweep_id, attempt)?;
+        assert!(
+            pos <= len,
+            "the send log says {pos} jobs of {sweep_id} attempt {attempt} were sent, but the round has {len}"
+        );
         // Batches stream out CALLS_IN_FLIGHT at a time; progress is recorded
         // per group of four rounds of them, so the stream drains only once per
         // group, and a crash resends at most one group (duplicates, counted by
         // key: at most 1,280 jobs on SQS).
         let group = (self.jobs.batch_max() * CALLS_IN_FLIGHT * 4) as u64;
         while pos < len {
+            if crate::core::is_stopping(shutdown) {
+                return Err(CallError::Stopped);
+            }
             let end = (pos + group).min(len);
             let bodies: Vec<String> = (pos..end)
                 .map(|p| JobMessage::new(sweep_id, index_at(p), attempt).encode())

@@ -23,7 +23,9 @@ fn kill_then_finish(
     println!("{name}: seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let scratch = Scratch::new(name);
-    let sweep = scratch.write("kill.toml", &synthetic_sweep(name, 4000, 1));
+    // 4,000 jobs of 2 ms on 4 workers take about two seconds: longer than
+    // the latest kill, so the first run at least is always killed.
+    let sweep = scratch.write("kill.toml", &synthetic_sweep(name, 4000, 2));
     let data = scratch.path("data");
     let mut args: Vec<String> = [
         "run",
@@ -51,6 +53,7 @@ fn kill_then_finish(
         }
         child.wait()?;
     }
+    anyhow::ensure!(kills > 0, "{name}: no run was killed, so this run proves nothing");
     let out = tally().args(&args).output()?;
     let r = report(&data)?;
     println!(

@@ -4,6 +4,9 @@
 //! file, then defaults. The AWS backend is checked before use, so a wrong
 //! endpoint, region, bucket or credentials is one clear sentence.
 
+#[cfg(feature = "aws")]
+mod aws;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -209,7 +212,7 @@ impl Backend {
                 })
             }
             #[cfg(feature = "aws")]
-            BackendKind::Aws => super::backend_aws::open(settings).await,
+            BackendKind::Aws => aws::open(settings).await,
             #[cfg(not(feature = "aws"))]
             BackendKind::Aws => Err(UserError::bad_input(
                 "this tally was built without the `aws` feature; rebuild with default features to use --backend aws",

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::Resolved;
+use crate::faults::scenario::Resolved;
 
 /// Host names.
 pub mod hosts {
@@ -57,7 +57,7 @@ pub enum Fault {
         /// The host.
         host: String,
         /// The protocol step.
-        step: crate::tripwire::Step,
+        step: crate::faults::tripwire::Step,
         /// How long it stays down.
         down_ms: u64,
     },
@@ -124,7 +124,7 @@ impl Schedule {
             }
         }
         for _ in 0..resolved.step_crashes {
-            use crate::tripwire::Step;
+            use crate::faults::tripwire::Step;
             let (host, step) = match rng.random_range(0..4) {
                 0 | 1 => (hosts::worker(rng.random_range(0..s.workers)), Step::ResultsSent),
                 2 => (hosts::AGGREGATOR.to_owned(), Step::SegmentStored),
@@ -200,7 +200,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{FaultSpec, Scenario};
+    use crate::faults::scenario::{FaultSpec, Scenario};
 
     #[test]
     fn a_schedule_is_a_function_of_the_seed_and_round_trips_through_toml() {

@@ -13,13 +13,16 @@
 //! does not name, a phantom, a corrupted payload, or a job not final after
 //! the healed phase.
 
+pub mod oracle;
+pub mod trace;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tally::core::reconciler::{KeyClass, RecordSink, Report, Verdict as RecordVerdict};
 use tally::core::{ResultStatus, ResultView};
 
-use crate::oracle::{run_hash, Oracle, RunSet};
+use crate::checker::oracle::{run_hash, Oracle, RunSet};
 
 /// What the results database recorded, gathered while reconciling.
 pub struct Recorder {
