@@ -29,7 +29,7 @@ use crate::hosts::QueueAttrs;
 use crate::net::{RpcConfig, SimQueue, SimStore};
 
 /// How often the reconciler host looks at the queues.
-const RECONCILE_POLL_MS: u64 = 5_000;
+const RECONCILE_POLL_MS: u64 = 1_000;
 /// How long the queues must look drained before a pass counts.
 const RECONCILE_QUIET_MS: u64 = 5_000;
 

@@ -107,7 +107,8 @@ impl Finish {
     }
 
     /// Whether the look shows nothing left to arrive. The planted
-    /// eager-finish bug trusts an empty work queue alone.
+    /// eager-finish bug trusts an empty work queue alone (and neither waits
+    /// out the quiet period nor confirms with a second pass).
     fn drained(&self, look: &Look) -> bool {
         if self.config.policy.finishes_on_empty_work_queue() {
             return look.jobs_drained;
@@ -123,7 +124,8 @@ impl Finish {
             return Next::Wait;
         }
         let since = *self.quiet_since_ms.get_or_insert(look.now_ms);
-        if look.now_ms.saturating_sub(since) >= self.config.quiet_ms {
+        let eager = self.config.policy.finishes_on_empty_work_queue();
+        if eager || look.now_ms.saturating_sub(since) >= self.config.quiet_ms {
             Next::Reconcile
         } else {
             Next::Wait
@@ -456,10 +458,7 @@ mod tests {
 
     #[test]
     fn the_eager_finish_mutant_resends_while_results_are_in_flight() {
-        let mut f = Finish::new(DriverConfig {
-            quiet_ms: 0,
-            ..config(Policy::EagerFinish)
-        });
+        let mut f = Finish::new(config(Policy::EagerFinish));
         assert_eq!(f.looked(&busy(0)), Next::Reconcile);
         assert_eq!(f.reconciled(vec![5], 0), Next::Resubmit(vec![5]));
     }
