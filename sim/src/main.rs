@@ -9,7 +9,7 @@ use tally::core::Policy;
 use tally_sim::checker::trace::first_divergence;
 use tally_sim::faults::scenario::Scenario;
 use tally_sim::faults::schedule::Schedule;
-use tally_sim::world::{self, Outcome};
+use tally_sim::world::{self, RunSummary};
 
 /// A simulated run allocates and frees a few dozen small objects per job,
 /// which mimalloc does faster than glibc's allocator (docs/BENCHMARKS.md
@@ -165,7 +165,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, start.elapsed().as_secs_f64())
 }
 
-fn summary(schedule: &Schedule, out: &Outcome, wall_s: f64) -> serde_json::Value {
+fn summary(schedule: &Schedule, out: &RunSummary, wall_s: f64) -> serde_json::Value {
     let r = &out.report;
     serde_json::json!({
         "scenario": schedule.resolved.scenario.name,

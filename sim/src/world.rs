@@ -31,7 +31,7 @@ use crate::roles::{self, Ctx};
 
 /// What one run found.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct RunSummary {
     /// The final reconciliation report.
     pub report: Report,
     /// The checker's verdict.
@@ -89,7 +89,7 @@ pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 }
 
 /// Run `schedule` to the end and check it.
-pub fn run(schedule: &Schedule, capture: bool) -> Outcome {
+pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
     let sweep = sweep_for(schedule);
     let oracle: SharedOracle = Arc::new(Mutex::new(Oracle::new(&sweep.id(), s.jobs, JOBS_QUEUE, RESULTS_QUEUE)));
@@ -147,7 +147,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> Outcome {
     let (report, recorder) = report_and_recorder;
     let verdict = check(&oracle.lock().expect("oracle lock"), &recorder, &report, true);
     let mut t = trace.lock().expect("trace lock");
-    Outcome {
+    RunSummary {
         report,
         verdict,
         trace_hash: t.hash,

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use tally::core::Policy;
 use tally_sim::faults::scenario::Scenario;
 use tally_sim::faults::schedule::Schedule;
-use tally_sim::world::{self, Outcome};
+use tally_sim::world::{self, RunSummary};
 
 /// The scenario file `name` under scenarios/.
 pub fn scenario(name: &str) -> Scenario {
@@ -28,7 +28,7 @@ pub fn scenario(name: &str) -> Scenario {
 }
 
 /// Run one seed of a scenario under a policy.
-pub fn run(name: &str, seed: u64, policy: Policy) -> Outcome {
+pub fn run(name: &str, seed: u64, policy: Policy) -> RunSummary {
     let s = scenario(name);
     world::run(&Schedule::draw(&s.resolve(seed), seed, policy), false)
 }

@@ -24,7 +24,9 @@ pub trait Clock: Send + Sync {
     /// Monotonic milliseconds since an arbitrary origin; used for leases,
     /// heartbeats and timeouts.
     fn mono_ms(&self) -> u64;
-    /// Wall-clock milliseconds since the Unix epoch; used only in records.
+    /// Wall-clock milliseconds since the Unix epoch: used in records, and
+    /// by the embedded queue for visibility deadlines, which must outlive
+    /// the process that set them (a monotonic origin does not).
     fn wall_ms(&self) -> u64;
     /// Sleep for `ms` milliseconds of this clock's time.
     fn sleep(&self, ms: u64) -> BoxFuture<'static, ()>;

@@ -19,7 +19,7 @@ pub mod trace;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tally::core::reconciler::{KeyClass, RecordSink, Report, Verdict as RecordVerdict};
+use tally::core::reconciler::{Fate, KeyClass, RecordSink, Report};
 use tally::core::{ResultStatus, ResultView};
 
 use crate::checker::oracle::{run_hash, Oracle, RunSet};
@@ -53,7 +53,7 @@ impl Recorder {
 }
 
 impl RecordSink for Recorder {
-    fn record(&mut self, r: &ResultView<'_>, _body: &str, _verdict: RecordVerdict) {
+    fn record(&mut self, r: &ResultView<'_>, _body: &str, _verdict: Fate) {
         if r.sweep != self.sweep || r.index >= self.jobs {
             self.phantoms += 1;
             return;
@@ -86,6 +86,7 @@ pub struct Violation {
 
 /// Jepsen-style key classes, with detection made explicit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Classes {
     /// Exactly one run recorded, and it is the row.
     pub ok: u64,

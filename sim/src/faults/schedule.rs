@@ -73,7 +73,7 @@ pub enum Fault {
 pub struct Event {
     /// When, simulated ms from the start.
     pub at_ms: u64,
-    /// What.
+    /// The fault itself.
     #[serde(flatten)]
     pub fault: Fault,
 }

@@ -242,15 +242,16 @@ impl Backend {
         }
     }
 
-    /// The submitter's progress: the data directory's ledger (local), or a
-    /// SQLite file in the state directory (AWS).
+    /// The submitter's progress: the data directory's send log (local), or
+    /// a SQLite file in the state directory (AWS).
     pub fn send_log(&self) -> anyhow::Result<Arc<dyn SendLog>> {
         if let Some(local) = &self.local {
             return Ok(local.log.clone());
         }
         let dir = &self.settings.state_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-        let log = SqliteSendLog::open(&dir.join("submit-ledger.sqlite")).context("cannot open the submit ledger")?;
+        let log = SqliteSendLog::open_renaming(&dir.join("send-log.sqlite"), &dir.join("submit-ledger.sqlite"))
+            .context("cannot open the submitter's send log")?;
         Ok(Arc::new(log))
     }
 
