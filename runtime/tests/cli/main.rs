@@ -5,5 +5,6 @@
 
 mod bad_input;
 mod crash;
+mod damage;
 mod reconcile;
 mod support;
