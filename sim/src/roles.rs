@@ -122,6 +122,7 @@ async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
         log: ctx.submit_log.clone(),
         policy: ctx.policy,
         stats: Arc::new(SubmitStats::default()),
+        window: None,
     };
     let stop = tally::core::never();
     supervise(&*clock, || async {
@@ -233,6 +234,7 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         log: ctx.resubmit_log.clone(),
         policy: ctx.policy,
         stats: Arc::new(SubmitStats::default()),
+        window: None,
     };
     let config = DriverConfig {
         quiet_ms: RECONCILE_QUIET_MS,

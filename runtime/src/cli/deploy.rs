@@ -158,6 +158,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         log: backend.send_log()?,
         policy: Policy::Real,
         stats: Arc::clone(&stats),
+        window: None,
     };
     let outcome = submitter.submit(&sweep, &stop).await;
     let sent = stats.sent.load(std::sync::atomic::Ordering::Relaxed);
@@ -304,6 +305,7 @@ async fn drive(backend: &Backend, args: &ReconcileArgs, id: &str, stop: &Shutdow
         log: backend.send_log()?,
         policy: Policy::Real,
         stats: Arc::new(SubmitStats::default()),
+        window: None,
     };
     let config = DriverConfig {
         quiet_ms: quiet_s * 1000,

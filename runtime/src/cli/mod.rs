@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod inspect;
 pub mod local;
 pub mod run;
+mod space;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +95,14 @@ pub struct RunArgs {
     /// Print the final report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Most jobs queued ahead of the workers: the submitter waits while
+    /// the work queue holds this many, so its file stays small.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub submit_window: u64,
+    /// Run even when the sweep looks too large for the free space of the
+    /// data directory's disk.
+    #[arg(long)]
+    pub ignore_disk_space: bool,
     /// Protocol variant (the non-real ones are planted bugs for testing).
     #[arg(long, default_value_t = Policy::Real, hide = true)]
     pub policy: Policy,

@@ -37,6 +37,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| ".".into());
+    if !args.ignore_disk_space {
+        crate::cli::space::check(&sweep, &args.data.data, args.submit_window)?;
+    }
     let visibility_ms = args.visibility_s * 1000;
     let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms).await?;
     // This process holds the data directory exclusively, so whatever is in
@@ -113,6 +116,7 @@ impl Roles {
             log: local.log.clone(),
             policy: args.policy,
             stats: Arc::clone(&submit_stats),
+            window: Some(args.submit_window),
         });
         {
             let (submitter, sweep, stop) = (Arc::clone(&submitter), sweep.clone(), stop.clone());

@@ -53,6 +53,10 @@ pub struct Submitter {
     pub policy: Policy,
     /// Jobs sent, shared with whoever draws progress.
     pub stats: Arc<SubmitStats>,
+    /// When set, sending waits while the work queue holds this many jobs
+    /// (waiting or in flight), so a queue on a local disk stays the size of
+    /// the work in flight, not of the sweep.
+    pub window: Option<u64>,
 }
 
 impl Submitter {
@@ -141,11 +145,17 @@ impl Submitter {
         // group, and a crash resends at most one group (duplicates, counted by
         // key: at most 1,280 jobs on SQS).
         let group = (self.jobs.batch_max() * CALLS_IN_FLIGHT * 4) as u64;
+        // A window smaller than a group shrinks the group: the queue never
+        // holds more than the window.
+        let group = self.window.map_or(group, |w| group.min(w).max(1));
         while pos < len {
             if crate::core::is_stopping(shutdown) {
                 return Err(CallError::Stopped);
             }
             let end = (pos + group).min(len);
+            if let Some(window) = self.window {
+                self.wait_for_room(&calls, window, end - pos, shutdown).await?;
+            }
             let bodies: Vec<String> = (pos..end)
                 .map(|p| JobMessage::new(sweep_id, index_at(p), attempt).encode())
                 .collect();
@@ -161,6 +171,35 @@ impl Submitter {
         Ok(())
     }
 }
+
+impl Submitter {
+    /// Wait until the work queue has room for `count` more jobs within
+    /// `window` (an empty queue always has room), or a stop.
+    async fn wait_for_room(
+        &self,
+        calls: &Calls<'_>,
+        window: u64,
+        count: u64,
+        shutdown: &Shutdown,
+    ) -> Result<(), CallError> {
+        let mut stop = shutdown.clone();
+        loop {
+            let held = calls.call(|| self.jobs.stats()).await?;
+            let queued = held.visible + held.in_flight;
+            if queued == 0 || queued + count <= window {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = crate::core::stopped(&mut stop) => return Err(CallError::Stopped),
+                _ = self.clock.sleep(WINDOW_POLL_MS) => {}
+            }
+        }
+    }
+}
+
+/// How often a submitter waiting for room in its window looks again.
+const WINDOW_POLL_MS: u64 = 100;
 
 fn round_len(round: &Round) -> u64 {
     round.ranges.iter().map(|(a, b)| b - a + 1).sum()
@@ -197,5 +236,70 @@ impl SendLog for MemSendLog {
             "the progress of {sweep} attempt {attempt} went back from {before:?} to {count}"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
+    use crate::core::Queue as _;
+
+    /// A scratch directory, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_submit_window_keeps_the_work_queue_no_larger_than_the_window() {
+        let dir = Scratch(std::env::temp_dir().join(format!("tally-window-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).expect("scratch");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        let queues = SqliteQueues::open(&dir.0.join("q.sqlite"), clock.clone()).expect("queues");
+        let jobs = Arc::new(queues.queue("jobs", QueueConfig::default()));
+        let submitter = Submitter {
+            jobs: jobs.clone(),
+            store: Arc::new(DirStore::open(dir.0.join("store")).expect("store")),
+            clock: clock.clone(),
+            log: Arc::new(MemSendLog::default()),
+            policy: Policy::Real,
+            stats: Arc::new(SubmitStats::default()),
+            window: Some(50),
+        };
+        let sweep: Sweep =
+            toml::from_str("name = \"w\"\nruns = 500\n[experiment]\nbuiltin = \"synthetic\"\n").expect("a sweep");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let never = crate::core::never();
+        let (most, taken) = rt.block_on(async {
+            jobs.ensure().await.expect("a queue");
+            let consume = async {
+                let (mut most, mut taken) = (0, 0);
+                while taken < 500 {
+                    let s = jobs.stats().await.expect("stats");
+                    most = most.max(s.visible + s.in_flight);
+                    let got = jobs.receive(10, 60_000, 0).await.expect("receive");
+                    let handles: Vec<String> = got.iter().map(|m| m.handle.clone()).collect();
+                    if !handles.is_empty() {
+                        jobs.delete_batch(&handles).await.expect("delete");
+                    }
+                    taken += handles.len() as u64;
+                    clock.sleep(2).await;
+                }
+                (most, taken)
+            };
+            let (sent, consumed) = tokio::join!(submitter.submit(&sweep, &never), consume);
+            sent.expect("every job is sent");
+            consumed
+        });
+        assert_eq!(taken, 500);
+        assert!(most <= 50, "the queue held {most} jobs, more than the window of 50");
+        assert!(most > 0);
     }
 }

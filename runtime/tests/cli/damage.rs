@@ -45,3 +45,26 @@ fn an_unreadable_segment_is_named_its_jobs_rerun_and_then_the_sweep_is_complete(
     );
     Ok(())
 }
+
+#[test]
+fn a_sweep_too_large_for_the_disk_is_refused_before_anything_is_written() -> anyhow::Result<()> {
+    let scratch = Scratch::new("too-large");
+    // 1,000^4 = 10^12 jobs: hundreds of terabytes of results.
+    let values: Vec<String> = (0..1000).map(|v| v.to_string()).collect();
+    let list = values.join(", ");
+    let text = format!(
+        "name = \"huge\"\n[experiment]\nbuiltin = \"synthetic\"\n[grid]\na = [{list}]\nb = [{list}]\nc = [{list}]\nd = [{list}]\n"
+    );
+    let sweep = scratch.write("huge.toml", &text);
+    let data = scratch.path("data");
+    let out = run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ignore-disk-space"),
+        "the override is named: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+    assert!(!data.exists(), "nothing was written");
+    Ok(())
+}
