@@ -243,7 +243,6 @@ impl SendLog for MemSendLog {
 mod tests {
     use super::*;
     use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
-    use crate::core::Queue as _;
 
     /// A scratch directory, removed when dropped.
     struct Scratch(std::path::PathBuf);
