@@ -169,12 +169,15 @@ impl ResultsDb {
         Ok(())
     }
 
-    fn insert_missing(&mut self, index: u64) -> rusqlite::Result<()> {
+    /// A row for a key without a result (`missing` or `cancelled`), with
+    /// its parameters, so the database lists every key.
+    fn insert_missing(&mut self, index: u64, class: KeyClass) -> rusqlite::Result<()> {
         let cols: Vec<String> = self.param_columns.iter().map(|c| ident(c)).collect();
         let sql = format!(
-            "INSERT OR REPLACE INTO results(sweep, idx, run, class, runs{}{}) VALUES(?1, ?2, ?3, 'missing', 0{})",
+            "INSERT OR REPLACE INTO results(sweep, idx, run, class, runs{}{}) VALUES(?1, ?2, ?3, '{}', 0{})",
             if cols.is_empty() { "" } else { ", " },
             cols.join(", "),
+            class.as_str(),
             (0..cols.len()).map(|i| format!(", ?{}", i + 4)).collect::<String>(),
         );
         let params = self.manifest.sweep.params(index);
@@ -268,7 +271,7 @@ impl RecordSink for ResultsDb {
             return;
         }
         let outcome = match class {
-            KeyClass::Missing => self.insert_missing(index),
+            KeyClass::Missing | KeyClass::Cancelled => self.insert_missing(index, class),
             KeyClass::Done if runs == 1 => Ok(()),
             _ => self
                 .conn

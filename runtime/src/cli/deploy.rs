@@ -121,6 +121,17 @@ pub struct ReconcileArgs {
     pub backend: BackendArgs,
 }
 
+/// `tally cancel`.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The sweep to cancel (`tally status` lists them).
+    #[arg(long)]
+    pub sweep: String,
+    /// Backend settings.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
 async fn open(args: &BackendArgs) -> anyhow::Result<Backend> {
     Backend::open(args.settings()?).await
 }
@@ -419,6 +430,21 @@ async fn watch(driver: &mut Driver<'_>, stop: &Shutdown) -> anyhow::Result<bool>
         .await?;
     progress.finish_and_clear();
     Ok(last.is_some())
+}
+
+/// `tally cancel`: record the sweep as cancelled. Cancelling is final: a
+/// sweep with the same file would have the same id, so to run it again,
+/// change its name.
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
+    let backend = open(&args.backend).await?;
+    let id = pick_sweep(&backend, Some(args.sweep.clone())).await?;
+    let never = crate::core::never();
+    manifest::cancel(&*backend.store, &*backend.clock, &never, &id, backend.clock.wall_ms()).await?;
+    eprintln!(
+        "tally: cancelled sweep {id}: workers drop its remaining jobs without running them, \
+         and its report counts jobs without a result as cancelled"
+    );
+    Ok(0)
 }
 
 /// The sweep asked for, or the only one in the store.

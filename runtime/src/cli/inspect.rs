@@ -52,6 +52,9 @@ pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f6
     row("done", report.done.to_string());
     row("failed", report.failed.to_string());
     row("missing", report.missing.to_string());
+    if report.cancelled > 0 {
+        row("cancelled", report.cancelled.to_string());
+    }
     row("conflicts", report.conflicts.to_string());
     row(
         "duplicates",
@@ -73,7 +76,12 @@ pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f6
             format!("{s:.1} s ({:.0} jobs/s)", report.submitted as f64 / s.max(1e-9)),
         );
     }
-    let verdict = if report.is_complete() {
+    let verdict = if report.is_complete() && report.cancelled > 0 {
+        format!(
+            "cancelled: {} jobs were not run; every other job has exactly one result",
+            report.cancelled
+        )
+    } else if report.is_complete() {
         "complete: every job has exactly one result".to_owned()
     } else {
         format!(

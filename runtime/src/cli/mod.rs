@@ -65,6 +65,9 @@ pub enum Command {
     Aggregate(deploy::AggregateArgs),
     /// Reconcile a sweep, rebuild its results database, optionally resubmit.
     Reconcile(deploy::ReconcileArgs),
+    /// Cancel a sweep: workers drop its remaining jobs without running
+    /// them, and the report counts them as cancelled, not missing.
+    Cancel(deploy::CancelArgs),
 }
 
 /// Where the embedded backend keeps its state.
@@ -225,6 +228,7 @@ pub fn main() -> ExitCode {
             Command::Worker(args) => deploy::worker(args).await,
             Command::Aggregate(args) => deploy::aggregate(args).await,
             Command::Reconcile(args) => deploy::reconcile(args).await,
+            Command::Cancel(args) => deploy::cancel(args).await,
         }
     });
     match outcome {

@@ -60,6 +60,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     crate::cli::stop_on_signal(stop_tx.clone(), Arc::clone(&interrupted));
 
     let id = sweep.id();
+    earlier_versions(&local, &sweep, &args.data.data).await?;
     let submitted = sweep.len().expect("validated");
     let progress = progress_bar(submitted);
     let (roles, mut tasks) = Roles::start(&local, &sweep, base_dir, &args, stop_rx.clone());
@@ -201,6 +202,35 @@ async fn join(mut tasks: Tasks) -> Option<anyhow::Error> {
         }
     }
     first
+}
+
+/// A sweep file edited since an earlier run is a new sweep (the id hashes
+/// the content); say so when one starts, and how to drop the earlier
+/// version's jobs, which are still queued and would run too.
+async fn earlier_versions(local: &Local, sweep: &Sweep, data: &Path) -> anyhow::Result<()> {
+    let never = crate::core::never();
+    let (store, clock) = (&*local.store, &*local.clock);
+    let id = sweep.id();
+    let ids = crate::core::reconciler::sweep_ids(store, clock, &never).await?;
+    if ids.contains(&id) {
+        return Ok(());
+    }
+    let prefix = format!("{}-", sweep.name);
+    for other in ids
+        .iter()
+        .filter(|o| o.strip_prefix(&prefix).is_some_and(|h| h.len() == 8))
+    {
+        if crate::core::manifest::is_cancelled(store, clock, &never, other).await? {
+            continue;
+        }
+        eprintln!(
+            "tally: the sweep file changed since sweep {other} was run from it, so this is a new sweep, {id}; \
+             {other}'s unfinished jobs are still queued and will run too. To drop them: \
+             tally cancel --sweep {other} --backend local --data {}",
+            data.display()
+        );
+    }
+    Ok(())
 }
 
 /// Short jobs are taken ten at a time; when there are few jobs per worker,

@@ -149,6 +149,37 @@ pub async fn mark_all_sent(
     Ok(())
 }
 
+/// Key of a sweep's cancellation record.
+pub fn cancel_key(sweep_id: &str) -> String {
+    format!("sweeps/{sweep_id}/cancelled.json")
+}
+
+/// Record that a sweep is cancelled (create-only; cancelling twice is the
+/// same fact). Workers drop its jobs without running them, and the
+/// reconciler counts its keys without a result as cancelled, not missing.
+pub async fn cancel(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+    sweep_id: &str,
+    at_wall_ms: u64,
+) -> Result<(), CallError> {
+    let bytes = format!("{{\"cancelled_ms\":{at_wall_ms}}}").into_bytes();
+    put_if_absent_retrying(store, clock, shutdown, &cancel_key(sweep_id), &bytes).await?;
+    Ok(())
+}
+
+/// Whether a sweep was cancelled.
+pub async fn is_cancelled(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+    sweep_id: &str,
+) -> Result<bool, CallError> {
+    let key = cancel_key(sweep_id);
+    Ok(store_retrying(clock, shutdown, || store.get(&key)).await?.is_some())
+}
+
 /// A loaded sweep and the experiment built for it.
 pub struct Loaded {
     /// The manifest.

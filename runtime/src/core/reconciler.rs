@@ -36,6 +36,10 @@ pub struct Report {
     pub failed: u64,
     /// Keys with no result.
     pub missing: u64,
+    /// Keys with no result in a sweep that was cancelled: not run, on
+    /// purpose (not counted as missing).
+    #[serde(default)]
+    pub cancelled: u64,
     /// Keys with more than one run whose payloads agree.
     pub duplicates: u64,
     /// Runs beyond the first, over all duplicated keys.
@@ -115,6 +119,8 @@ pub enum KeyClass {
     Conflict,
     /// No result.
     Missing,
+    /// No result, and the sweep was cancelled.
+    Cancelled,
 }
 
 impl KeyClass {
@@ -125,6 +131,7 @@ impl KeyClass {
             Self::Failed => "failed",
             Self::Conflict => "conflict",
             Self::Missing => "missing",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -181,6 +188,7 @@ pub struct Classifier {
     /// Run-id hashes of keys seen with more than one distinct run.
     extra_runs: BTreeMap<u64, Vec<u64>>,
     report: Report,
+    cancelled: bool,
 }
 
 impl Classifier {
@@ -195,7 +203,13 @@ impl Classifier {
                 submitted,
                 ..Report::default()
             },
+            cancelled: false,
         }
+    }
+
+    /// Keys without a result are cancelled, not missing, from now on.
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
     }
 
     /// Classify one record of this sweep.
@@ -258,6 +272,10 @@ impl Classifier {
         for (i, key) in self.keys.iter().enumerate() {
             let i = i as u64;
             let class = match (key.runs, key.status) {
+                (0, _) | (_, None) if self.cancelled => {
+                    r.cancelled += 1;
+                    KeyClass::Cancelled
+                }
                 (0, _) | (_, None) => {
                     r.missing += 1;
                     if missing.len() < LISTED_MAX * 4 {
@@ -289,7 +307,7 @@ impl Classifier {
             }
         }
         assert_eq!(
-            r.done + r.failed + r.conflicts + r.missing,
+            r.done + r.failed + r.conflicts + r.missing + r.cancelled,
             r.submitted,
             "every key of {} is in exactly one class",
             r.sweep
@@ -403,6 +421,9 @@ impl Reconciliation {
                     sink.record(&result, body, verdict);
                 }
             }
+        }
+        if manifest::is_cancelled(store, clock, shutdown, sweep_id).await? {
+            classifier.cancel();
         }
         let rounds = manifest::load_rounds(store, clock, shutdown, sweep_id).await?;
         let quarantined = store_retrying(clock, shutdown, || store.list("quarantine/"))
