@@ -243,7 +243,9 @@ impl ResultsDb {
             ],
         )?;
         self.conn.execute_batch("COMMIT;")?;
-        drop(self.conn);
+        // Closed before the rename (an in-memory one takes its place until
+        // the drop).
+        drop(std::mem::replace(&mut self.conn, Connection::open_in_memory()?));
         std::fs::rename(&self.tmp, &self.path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     }
 }
@@ -281,6 +283,18 @@ impl RecordSink for ResultsDb {
         };
         if let Err(e) = outcome {
             self.error = Some(e);
+        }
+    }
+}
+
+/// A database dropped before [`ResultsDb::finish`] (a stop mid-way, an
+/// error) leaves no temporary file behind; the previous database stands.
+impl Drop for ResultsDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut name = self.tmp.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
         }
     }
 }

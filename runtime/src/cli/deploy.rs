@@ -268,12 +268,27 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<u8> {
 /// with `--resubmit` resend what is missing, or with `--watch` keep at it
 /// until the sweep is complete.
 pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<u8> {
+    let (stop, _) = stop_on_signal();
+    let mut stopping = stop.clone();
+    // A stop ends every phase at once: passes only read, a resubmission cut
+    // short is finished by the next (its round is recorded first), and a
+    // results database not finished leaves the previous one in place.
+    tokio::select! {
+        biased;
+        _ = crate::core::stopped(&mut stopping) => {
+            eprintln!("tally: interrupted; nothing is lost: rerun to go on");
+            Ok(EXIT_INTERRUPTED)
+        }
+        code = reconcile_until_stopped(args, &stop) => code,
+    }
+}
+
+async fn reconcile_until_stopped(args: ReconcileArgs, stop: &Shutdown) -> anyhow::Result<u8> {
     let backend = open(&args.backend).await?;
-    let (stop, signalled) = stop_on_signal();
     let id = pick_sweep(&backend, args.sweep.clone()).await?;
     if args.resubmit || args.watch {
-        let finished = drive(&backend, &args, &id, &stop).await?;
-        if signalled.load(std::sync::atomic::Ordering::SeqCst) || !finished {
+        let finished = drive(&backend, &args, &id, stop).await?;
+        if !finished {
             eprintln!("tally: interrupted; nothing is lost: rerun to go on");
             return Ok(EXIT_INTERRUPTED);
         }

@@ -66,8 +66,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (roles, mut tasks) = Roles::start(&local, &sweep, base_dir, &args, stop_rx.clone());
     // A role that fails ends the run at once (and says why) rather than
     // leaving the driver waiting for work nobody does.
+    // A stop ends the driver at once, even mid-pass: a pass only reads,
+    // and a resubmission cut short is finished by the next run (its round
+    // is recorded before any of its jobs is sent).
+    let mut stopping = stop_rx.clone();
     let outcome = tokio::select! {
         biased;
+        _ = crate::core::stopped(&mut stopping) => Ok(()),
         failed = first_failure(&mut tasks) => Err(failed),
         driven = drive(&local, &sweep, &args, &roles, &progress, &stop_rx) => driven,
     };
