@@ -76,3 +76,30 @@ fn watch_runs_the_driver_until_separate_roles_finish_the_sweep() -> anyhow::Resu
     assert_eq!(r["rounds"], 0, "nothing was lost, so nothing was resent: {r}");
     Ok(())
 }
+
+#[test]
+fn ctrl_c_stops_watch_at_once_with_exit_130() -> anyhow::Result<()> {
+    let scratch = Scratch::new("watch-stop");
+    let sweep = scratch.write("s.toml", &synthetic_sweep("watch-stop", 50, 0));
+    let data = data_arg(&scratch.path("data"));
+    let local = ["--backend", "local", "--data", &data];
+    let submit = run(&[&["submit", &sweep.display().to_string()][..], &local].concat());
+    assert!(submit.status.success(), "{}", String::from_utf8_lossy(&submit.stderr));
+    // No workers: the sweep can never finish, so only the stop ends it.
+    let mut watch = Role::start(&[&["reconcile", "--watch", "--quiet-s", "1"][..], &local].concat())?;
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(watch.0.try_wait()?.is_none(), "still watching");
+    Command::new("kill")
+        .args(["-INT", &watch.0.id().to_string()])
+        .status()?;
+    // It takes well under a second; the test allows five, polled in steps
+    // of 50 ms, so a busy machine does not make it flaky.
+    for _ in 0..100 {
+        if let Some(status) = watch.0.try_wait()? {
+            assert_eq!(status.code(), Some(130));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("tally reconcile --watch did not stop within five seconds of SIGINT")
+}
