@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use crate::core::quarantine::quarantine;
 use crate::core::retry::{put_if_absent_retrying, CallError, Calls};
 use crate::core::seams::BoxFuture;
-use crate::core::worker::quarantine;
 use crate::core::{segment, BlobStore, Clock, Policy, Queue, Received, ResultView, Shutdown};
 
 /// How an aggregator behaves.
