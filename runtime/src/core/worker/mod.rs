@@ -10,6 +10,11 @@
 //!    `gave_up` result is sent for it, so nothing is retried forever.
 //! 4. A message that is not a job of a known sweep is quarantined in the
 //!    blob store before it is deleted, never dropped.
+//!
+//! The decisions live in [`machine`], one [`machine::Batch`] per received
+//! batch; this module is the executor around it: it looks up manifests,
+//! runs experiments under one heartbeat timer per batch, and performs the
+//! machine's actions through [`Calls`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +29,11 @@ use crate::core::seams::BoxFuture;
 use crate::core::{
     BlobStore, Clock, JobMessage, Outcome, Policy, Queue, Received, ResultMessage, ResultStatus, Shutdown,
 };
+
+pub mod machine;
+
+pub use machine::{decide, Decision};
+use machine::{Action, Batch, Incoming, Job, Limits};
 
 /// How a worker behaves.
 #[derive(Clone, Debug)]
@@ -88,48 +98,6 @@ pub struct Worker {
     pub stats: Arc<WorkerStats>,
 }
 
-/// A job message this worker holds, with the work decided for it.
-struct Held {
-    handle: String,
-    job: JobMessage,
-    receive_count: u32,
-    give_up: bool,
-}
-
-/// What to do with one received message.
-#[derive(Debug, PartialEq)]
-pub enum Decision {
-    /// Run it.
-    Run(JobMessage),
-    /// Record it as given up: it was received too often without a result.
-    GiveUp(JobMessage),
-    /// Move it to quarantine, for this reason.
-    Quarantine(String),
-}
-
-/// Decide what to do with a received job message, given the sweep's size
-/// and attempt limit (`None` when the sweep has no manifest).
-pub fn decide(msg: &Received, sweep: Option<(u64, u32)>) -> Decision {
-    decide_decoded(JobMessage::decode(&msg.body), msg.receive_count, sweep)
-}
-
-/// [`decide`] for a body already decoded (or not) as `job`.
-fn decide_decoded(job: Result<JobMessage, String>, receive_count: u32, sweep: Option<(u64, u32)>) -> Decision {
-    let job = match job {
-        Ok(job) => job,
-        Err(reason) => return Decision::Quarantine(reason),
-    };
-    match sweep {
-        None => Decision::Quarantine(format!("sweep {:?} has no manifest", job.sweep)),
-        Some((submitted, _)) if job.index >= submitted => Decision::Quarantine(format!(
-            "index {} is outside sweep {:?} of {submitted} jobs",
-            job.index, job.sweep
-        )),
-        Some((_, max_attempts)) if receive_count > max_attempts => Decision::GiveUp(job),
-        Some(_) => Decision::Run(job),
-    }
-}
-
 impl Worker {
     fn calls<'a>(&'a self, queue: &'a dyn Queue, shutdown: &'a Shutdown) -> Calls<'a> {
         Calls {
@@ -137,6 +105,15 @@ impl Worker {
             clock: &*self.clock,
             policy: self.config.policy,
             shutdown,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            batch_max: self.results.batch_max(),
+            result_flush_ms: self.config.result_flush_ms,
+            visibility_ms: self.config.visibility_ms,
+            policy: self.config.policy,
         }
     }
 
@@ -166,6 +143,8 @@ impl Worker {
         Ok(())
     }
 
+    /// Look up each message's sweep, let a [`Batch`] decide what to do with
+    /// the messages, and carry it out.
     async fn handle_batch(
         &self,
         slot: usize,
@@ -173,7 +152,7 @@ impl Worker {
         msgs: Vec<Received>,
         shutdown: &Shutdown,
     ) -> Result<(), CallError> {
-        let mut held = Vec::with_capacity(msgs.len());
+        let mut incoming = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let job = JobMessage::decode(&msg.body);
             let loaded = match &job {
@@ -185,90 +164,110 @@ impl Worker {
                 _ => None,
             };
             let limits = loaded.map(|l| (l.manifest.submitted, l.manifest.sweep.max_attempts));
-            match decide_decoded(job, msg.receive_count, limits) {
-                Decision::Run(job) => held.push(Held {
-                    handle: msg.handle,
-                    job,
-                    receive_count: msg.receive_count,
-                    give_up: false,
-                }),
-                Decision::GiveUp(job) => held.push(Held {
-                    handle: msg.handle,
-                    job,
-                    receive_count: msg.receive_count,
-                    give_up: true,
-                }),
-                Decision::Quarantine(reason) => self.quarantine(&*self.jobs, &msg, &reason, shutdown).await?,
-            }
+            incoming.push(Incoming { msg, job, limits });
         }
-        if self.config.policy.worker_deletes_first() {
-            let handles: Vec<String> = held.iter().map(|h| h.handle.clone()).collect();
-            self.calls(&*self.jobs, shutdown).delete_all(&handles).await?;
+        let (batch, actions) = Batch::received(self.limits(), incoming);
+        let mut first = None;
+        for action in actions {
+            first = self.perform(action, shutdown).await?.or(first);
         }
-        self.run_held(slot, seq, held, shutdown).await
+        self.run_batch(slot, seq, batch, first, shutdown).await
     }
 
-    /// Run held jobs one after another, heartbeating all held messages and
-    /// delivering results in batches.
-    async fn run_held(
+    /// Run the batch's jobs one after another under one heartbeat timer,
+    /// and carry out what each finished (or abandoned) job leads to.
+    async fn run_batch(
         &self,
         slot: usize,
         seq: &mut u64,
-        mut held: Vec<Held>,
+        mut batch: Batch,
+        mut next: Option<Job>,
         shutdown: &Shutdown,
     ) -> Result<(), CallError> {
-        let mut pending: Vec<(String, ResultMessage)> = Vec::new();
-        let mut first_pending_ms = 0;
+        // Deliveries, their deletes and handbacks continue through a stop:
+        // a result in hand is not dropped.
+        let (_tx, never) = tokio::sync::watch::channel(false);
         let mut beat = self.clock.sleep(self.beat_ms());
-        held.reverse();
-        while let Some(next) = held.pop() {
-            if crate::core::is_stopping(shutdown) {
-                held.push(next);
-                break;
-            }
-            // Collected only when a heartbeat is due, not once per job.
-            let holding = || -> Vec<String> {
-                held.iter()
-                    .map(|h| h.handle.clone())
-                    .chain(pending.iter().map(|p| p.0.clone()))
-                    .chain(std::iter::once(next.handle.clone()))
-                    .collect()
+        while let Some(job) = next.take() {
+            let actions = if crate::core::is_stopping(shutdown) {
+                batch.stopping()
+            } else {
+                *seq += 1;
+                let run_id = format!("{}.{slot}-{seq}", self.config.id);
+                match self.run_one(&job, run_id, &batch, &mut beat, shutdown).await? {
+                    Some(result) => batch.finished(&result, self.clock.mono_ms()),
+                    None => batch.stopping(),
+                }
             };
-            *seq += 1;
-            let run_id = format!("{}.{slot}-{seq}", self.config.id);
-            let Some(result) = self.run_one(&next, run_id, &holding, &mut beat, shutdown).await? else {
-                held.push(next);
-                break;
-            };
-            if pending.is_empty() {
-                first_pending_ms = self.clock.mono_ms();
-            }
-            pending.push((next.handle, result));
-            let due = self.clock.mono_ms().saturating_sub(first_pending_ms) >= self.config.result_flush_ms;
-            if pending.len() >= self.results.batch_max() || due || held.is_empty() {
-                self.deliver(std::mem::take(&mut pending), shutdown).await?;
-            }
-        }
-        self.deliver(pending, shutdown).await?;
-        // Stopping: hand back what was never started.
-        let unstarted: Vec<String> = held.into_iter().map(|h| h.handle).collect();
-        if !unstarted.is_empty() && !self.config.policy.worker_deletes_first() {
-            let (_tx, never) = tokio::sync::watch::channel(false);
-            self.calls(&*self.jobs, &never)
-                .change_visibility_all(&unstarted, 0)
-                .await?;
+            next = self.perform_all(&mut batch, actions, &never).await?;
         }
         Ok(())
     }
 
-    /// Run one job while heartbeating the messages `holding` lists (its own
+    /// Perform `actions` and those that acknowledged sends lead to; returns
+    /// the job to start next, if any.
+    async fn perform_all(
+        &self,
+        batch: &mut Batch,
+        actions: Vec<Action>,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Job>, CallError> {
+        let mut todo = std::collections::VecDeque::from(actions);
+        let mut next = None;
+        while let Some(action) = todo.pop_front() {
+            let sent = matches!(action, Action::Send(_));
+            next = self.perform(action, shutdown).await?.or(next);
+            if sent {
+                todo.extend(batch.acknowledged());
+            }
+        }
+        Ok(next)
+    }
+
+    /// Perform one action; a `Run` is handed back to be started.
+    async fn perform(&self, action: Action, shutdown: &Shutdown) -> Result<Option<Job>, CallError> {
+        match action {
+            Action::Run(job) => return Ok(Some(job)),
+            Action::Quarantine { msg, reason } => {
+                let (store, clock, policy) = (&*self.store, &*self.clock, self.config.policy);
+                quarantine(store, clock, &*self.jobs, &msg, &reason, policy, shutdown).await?;
+                self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            }
+            Action::Send(bodies) => {
+                self.calls(&*self.results, shutdown).send_all(&bodies).await?;
+                let sent = bodies.len() as u64;
+                self.stats.results_sent.fetch_add(sent, Ordering::Relaxed);
+            }
+            Action::Delete(handles) => {
+                let refused = self.calls(&*self.jobs, shutdown).delete_all(&handles).await?;
+                if refused > 0 {
+                    warn!(worker = %self.config.id, refused, "job deletes refused (stale receipt): those jobs will be seen again");
+                }
+            }
+            Action::Extend { handles, visibility_ms } => {
+                let jobs = self.calls(&*self.jobs, shutdown);
+                let refused = jobs.change_visibility_all(&handles, visibility_ms).await?;
+                if refused > 0 {
+                    debug!(worker = %self.config.id, refused, "heartbeat refused: a job may run twice");
+                }
+            }
+            Action::Release(handles) => {
+                self.calls(&*self.jobs, shutdown)
+                    .change_visibility_all(&handles, 0)
+                    .await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Run one job while heartbeating the messages `batch` holds (its own
     /// among them).
     /// Returns `None` if a stop was requested mid-run (the run is abandoned).
     async fn run_one(
         &self,
-        held: &Held,
+        held: &Job,
         run_id: String,
-        holding: &(dyn Fn() -> Vec<String> + Sync),
+        batch: &Batch,
         beat: &mut BoxFuture<'static, ()>,
         shutdown: &Shutdown,
     ) -> Result<Option<ResultMessage>, CallError> {
@@ -291,10 +290,8 @@ impl Worker {
             let loaded = loaded.expect("held jobs have a manifest");
             let spec = loaded.manifest.sweep.job(&held.job.sweep, held.job.index);
             self.stats.runs.fetch_add(1, Ordering::Relaxed);
-            match self
-                .with_heartbeat(loaded.experiment.run(&spec), holding, beat, shutdown)
-                .await?
-            {
+            let run = loaded.experiment.run(&spec);
+            match self.with_heartbeat(run, batch, beat, shutdown).await? {
                 Some(outcome) => outcome,
                 None => return Ok(None),
             }
@@ -318,15 +315,14 @@ impl Worker {
         (self.config.visibility_ms / 3).max(1)
     }
 
-    /// Poll `work` to completion, extending the visibility of the messages
-    /// `handles` lists whenever `beat` fires (then setting it again). The
-    /// beat belongs to the whole batch, not to one job: a batch of short
-    /// jobs that outlasts the visibility timeout is extended too. `None` if
-    /// stopped first.
+    /// Poll `work` to completion, extending the messages `batch` holds
+    /// whenever `beat` fires (then setting it again). The beat belongs to
+    /// the whole batch, not to one job: a batch of short jobs that outlasts
+    /// the visibility timeout is extended too. `None` if stopped first.
     async fn with_heartbeat<T>(
         &self,
         work: impl std::future::Future<Output = T>,
-        handles: &(dyn Fn() -> Vec<String> + Sync),
+        batch: &Batch,
         beat: &mut BoxFuture<'static, ()>,
         shutdown: &Shutdown,
     ) -> Result<Option<T>, CallError> {
@@ -339,59 +335,10 @@ impl Worker {
                 _ = crate::core::stopped(&mut stop) => return Ok(None),
                 _ = beat.as_mut() => {
                     *beat = self.clock.sleep(self.beat_ms());
-                    let refused = self.calls(&*self.jobs, shutdown).change_visibility_all(&handles(), self.config.visibility_ms).await?;
-                    if refused > 0 {
-                        debug!(worker = %self.config.id, refused, "heartbeat refused: a job may run twice");
-                    }
+                    self.perform(batch.beat(), shutdown).await?;
                 }
             }
         }
-    }
-
-    /// Send results, then (only then) delete their job messages.
-    async fn deliver(&self, pending: Vec<(String, ResultMessage)>, shutdown: &Shutdown) -> Result<(), CallError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        // Delivery continues through a stop: a result in hand is not dropped.
-        let (_tx, never) = tokio::sync::watch::channel(false);
-        let _ = shutdown;
-        let bodies: Vec<String> = pending.iter().map(|(_, r)| r.encode()).collect();
-        self.calls(&*self.results, &never).send_all(&bodies).await?;
-        self.stats
-            .results_sent
-            .fetch_add(bodies.len() as u64, Ordering::Relaxed);
-        if !self.config.policy.worker_deletes_first() {
-            let handles: Vec<String> = pending.into_iter().map(|(h, _)| h).collect();
-            let refused = self.calls(&*self.jobs, &never).delete_all(&handles).await?;
-            if refused > 0 {
-                warn!(worker = %self.config.id, refused, "job deletes refused (stale receipt): those jobs will be seen again");
-            }
-        }
-        Ok(())
-    }
-
-    /// Store a message that is not a usable job in the blob store, then
-    /// delete it from its queue.
-    async fn quarantine(
-        &self,
-        queue: &dyn Queue,
-        msg: &Received,
-        reason: &str,
-        shutdown: &Shutdown,
-    ) -> Result<(), CallError> {
-        quarantine(
-            &*self.store,
-            &*self.clock,
-            queue,
-            msg,
-            reason,
-            self.config.policy,
-            shutdown,
-        )
-        .await?;
-        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 }
 
