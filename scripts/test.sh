@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 # A local SQS/S3 server (moto) for the AWS adapter's tests, stopped on exit.
 echo "== moto"
+# The AWS adapter's tests fail, rather than skip, without a server.
+export TALLY_TEST_REQUIRE_MOTO=1
 python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
 TALLY_TEST_MOTO="$(scripts/moto.sh start target/moto)"
 export TALLY_TEST_MOTO

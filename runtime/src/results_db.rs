@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params_from_iter, Connection};
 
 use crate::core::manifest::Manifest;
-use crate::core::reconciler::{KeyClass, RecordSink, Report, Verdict};
+use crate::core::reconciler::{Fate, KeyClass, RecordSink, Report};
 use crate::core::{ResultMessage, ResultView};
 use crate::sweep::Value;
 
@@ -252,8 +252,8 @@ fn existing_columns(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
 }
 
 impl RecordSink for ResultsDb {
-    fn record(&mut self, _view: &ResultView<'_>, body: &str, verdict: Verdict) {
-        if verdict == Verdict::Chosen && self.error.is_none() {
+    fn record(&mut self, _view: &ResultView<'_>, body: &str, verdict: Fate) {
+        if verdict == Fate::Chosen && self.error.is_none() {
             let inserted = ResultMessage::decode(body)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
                 .and_then(|result| self.insert_chosen(&result));

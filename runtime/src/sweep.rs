@@ -289,8 +289,8 @@ impl Sweep {
     }
 
     /// The job spec for `index`.
-    pub fn job(&self, id: &str, index: u64) -> crate::core::JobSpec {
-        crate::core::JobSpec {
+    pub fn job(&self, id: &str, index: u64) -> JobSpec {
+        JobSpec {
             sweep: id.to_owned(),
             index,
             run: index % self.runs,
@@ -371,6 +371,19 @@ pub fn render(template: &str, mut lookup: impl FnMut(&str) -> Option<String>) ->
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// What an experiment is asked to run: one job of a sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSpec {
+    /// The sweep's id.
+    pub sweep: String,
+    /// Dense index of the job in the expanded sweep.
+    pub index: u64,
+    /// Which run of its parameter setting this job is (0-based).
+    pub run: u64,
+    /// Parameter values, by name, in name order.
+    pub params: Vec<(String, Value)>,
 }
 
 #[cfg(test)]

@@ -23,10 +23,10 @@ use std::time::Instant;
 use tally::core::manifest::{manifest_key, Manifest};
 use tally::core::reconciler::{reconcile, NoSink};
 use tally::core::{segment, Outcome, ResultMessage, ResultStatus, ResultView};
+use tally_sim::checker::oracle::Oracle;
 use tally_sim::checker::{check, Recorder};
+use tally_sim::doubles::memstore::{MemStore, StillClock};
 use tally_sim::hosts::{S3Faults, S3Model};
-use tally_sim::memstore::{MemStore, StillClock};
-use tally_sim::oracle::Oracle;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -35,28 +35,7 @@ fn main() {
     let sweep = tally_sim::world::synthetic_sweep("bench".into(), keys, 0);
     let id = sweep.id();
     let bodies: Vec<String> = (0..keys).map(|i| body(&id, i)).collect();
-    let mut model = S3Model::new(1, S3Faults::default());
-    let manifest = Manifest {
-        id: id.clone(),
-        submitted: keys,
-        sweep,
-    };
-    let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
-    model
-        .put_if_absent(&manifest_key(&id), &manifest_bytes)
-        .expect("no faults");
-    for chunk in bodies.chunks(5_000) {
-        let (key, bytes) = segment::encode("bench", chunk);
-        model.put_if_absent(&key, &bytes).expect("no faults");
-    }
-    let store = MemStore::snapshot(&model);
-    let mut oracle = Oracle::new(&id, keys, "jobs", "results");
-    for b in &bodies {
-        let view = ResultView::decode(b).expect("bodies decode");
-        oracle.started(view.index);
-        oracle.produced(view.index, view.payload_hash());
-        oracle.accepted("results", b);
-    }
+    let (store, oracle) = fixtures(sweep, &bodies);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
@@ -169,4 +148,34 @@ fn sqlite(rows: &[Row<'_>]) -> (f64, f64) {
     }
     std::hint::black_box(sum);
     (insert, t.elapsed().as_secs_f64())
+}
+
+/// The bucket (manifest and segments of `bodies`) and an oracle that saw
+/// every body produced and accepted.
+fn fixtures(sweep: tally::sweep::Sweep, bodies: &[String]) -> (MemStore, Oracle) {
+    let id = sweep.id();
+    let keys = bodies.len() as u64;
+    let mut model = S3Model::new(1, S3Faults::default());
+    let manifest = Manifest {
+        id: id.clone(),
+        submitted: keys,
+        sweep,
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    model
+        .put_if_absent(&manifest_key(&id), &manifest_bytes)
+        .expect("no faults");
+    for chunk in bodies.chunks(5_000) {
+        let (key, bytes) = segment::encode("bench", chunk);
+        model.put_if_absent(&key, &bytes).expect("no faults");
+    }
+    let store = MemStore::snapshot(&model);
+    let mut oracle = Oracle::new(&id, keys, "jobs", "results");
+    for b in bodies {
+        let view = ResultView::decode(b).expect("bodies decode");
+        oracle.started(view.index);
+        oracle.produced(view.index, view.payload_hash());
+        oracle.accepted("results", b);
+    }
+    (store, oracle)
 }

@@ -14,32 +14,26 @@
 //!   [`tally::core::Queue`]) and [`net::SimStore`] (a
 //!   [`tally::core::BlobStore`]). Every call has a timeout; a lost request or
 //!   reply is a retryable error with an unknown outcome.
-//! - [`clock`]: [`clock::SimClock`], a [`tally::core::Clock`] on simulated
-//!   time with a fixed epoch and an adjustable skew.
-//! - [`scenario`]: fault scenarios (`scenarios/*.toml`); unset faults are
-//!   drawn from the seed.
-//! - [`schedule`]: the exact faults of one run, drawn from a scenario and a
-//!   seed, written to and replayed from a file.
-//! - [`shrink`]: delta debugging of a failing schedule to a minimal one.
+//! - [`doubles`]: the other seams' simulated stand-ins: the clock on
+//!   simulated time, the experiment that reports to the oracle, and a frozen
+//!   copy of the bucket for the final reconcile.
+//! - [`faults`]: what goes wrong and when: scenarios (`scenarios/*.toml`,
+//!   unset faults drawn from the seed), the exact schedule of one run,
+//!   crashes aimed at protocol steps (tripwires), and applying faults to the
+//!   running simulation.
 //! - [`roles`]: the role hosts, each running tally's protocol code.
 //! - [`world`]: one run: hosts, fault driver, healing, final check.
-//! - [`oracle`], [`checker`]: ground truth, and its comparison with what the
-//!   system's own results and report say.
-//! - [`trace`]: the run's event hash, for determinism checks.
-//! - [`tripwire`]: crashes aimed at protocol steps.
-//! - [`memstore`]: a frozen copy of the bucket for the final reconcile.
+//! - [`checker`]: ground truth (the oracle), its comparison with what the
+//!   system's own results and report say, and the run's event hash for
+//!   determinism checks.
+//! - [`shrink`]: delta debugging of a failing schedule to a minimal one.
 #![deny(missing_docs)]
 
 pub mod checker;
-pub mod clock;
+pub mod doubles;
+pub mod faults;
 pub mod hosts;
-pub mod memstore;
 pub mod net;
-pub mod oracle;
 pub mod roles;
-pub mod scenario;
-pub mod schedule;
 pub mod shrink;
-pub mod trace;
-pub mod tripwire;
 pub mod world;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tally::core::Policy;
-use tally_sim::scenario::Scenario;
-use tally_sim::schedule::Schedule;
-use tally_sim::trace::first_divergence;
-use tally_sim::world::{self, Outcome};
+use tally_sim::checker::trace::first_divergence;
+use tally_sim::faults::scenario::Scenario;
+use tally_sim::faults::schedule::Schedule;
+use tally_sim::world::{self, RunSummary};
 
 /// A simulated run allocates and frees a few dozen small objects per job,
 /// which mimalloc does faster than glibc's allocator (docs/BENCHMARKS.md
@@ -70,7 +70,7 @@ struct Common {
     #[arg(long)]
     jobs: Option<u64>,
     /// Protocol: real, or a planted bug the checker must catch.
-    #[arg(long, value_enum, default_value_t = Policy::Real)]
+    #[arg(long, default_value_t = Policy::Real)]
     policy: Policy,
 }
 
@@ -110,7 +110,7 @@ struct ReplayArgs {
     #[arg(long)]
     schedule: PathBuf,
     /// Replay under this protocol instead of the schedule's own.
-    #[arg(long, value_enum)]
+    #[arg(long)]
     policy: Option<Policy>,
     /// Print the result as JSON.
     #[arg(long)]
@@ -165,7 +165,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, start.elapsed().as_secs_f64())
 }
 
-fn summary(schedule: &Schedule, out: &Outcome, wall_s: f64) -> serde_json::Value {
+fn summary(schedule: &Schedule, out: &RunSummary, wall_s: f64) -> serde_json::Value {
     let r = &out.report;
     serde_json::json!({
         "scenario": schedule.resolved.scenario.name,

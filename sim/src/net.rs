@@ -118,7 +118,7 @@ pub fn sim_builder(seed: u64) -> turmoil::Builder {
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(seed)
-        .epoch(crate::clock::epoch())
+        .epoch(crate::doubles::clock::epoch())
         .tick_duration(Duration::from_millis(10))
         .udp_capacity(1 << 16);
     builder

@@ -5,26 +5,33 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use tally::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
+use tally::core::driver::{self, Driver, DriverConfig};
 use tally::core::manifest::ManifestCache;
-use tally::core::reconciler::{MissingKeys, Reconciliation};
+use tally::core::reconciler::NoSink;
 use tally::core::retry::{CallError, Calls};
 use tally::core::submitter::{MemSendLog, SubmitStats, Submitter};
 use tally::core::worker::{Worker, WorkerConfig, WorkerStats};
-use tally::core::{Clock, Experiment, JobSpec, Outcome, Policy, Queue};
-use tally::experiment::Synthetic;
+use tally::core::{Clock, Experiment, Policy, Queue};
 use tally::sweep::Sweep;
 
-use crate::clock::SimClock;
-use crate::oracle::SharedOracle;
-use crate::scenario::Scenario;
-use crate::schedule::hosts;
-use crate::tripwire::{SharedWires, Step, TripQueue, TripStore};
-use crate::world::{queues, store};
+use crate::checker::oracle::SharedOracle;
+use crate::doubles::clock::SimClock;
+use crate::doubles::experiment::SimExperiment;
+use crate::faults::scenario::Scenario;
+use crate::faults::schedule::{hosts, JOBS_QUEUE, RESULTS_QUEUE};
+use crate::faults::tripwire::{SharedWires, Step, TripQueue, TripStore};
+use crate::hosts::QueueAttrs;
+use crate::net::{RpcConfig, SimQueue, SimStore};
+
+/// How often the reconciler host looks at the queues.
+const RECONCILE_POLL_MS: u64 = 1_000;
+/// How long the queues must look drained before a pass counts.
+const RECONCILE_QUIET_MS: u64 = 5_000;
 
 /// What every role host shares; lives outside the host futures.
 pub struct Ctx {
@@ -209,9 +216,12 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
     Ok(())
 }
 
-/// Every few seconds: once both queues have looked drained twice in a row,
-/// reconcile; resubmit what is missing; after the fault phase, declare the
-/// run done when nothing is missing.
+/// The finish-and-resubmit driver that `tally run` and `tally reconcile
+/// --watch` run, stepping every few seconds for the whole run: it reconciles
+/// once the queues have been quiet, resubmits what two passes found
+/// missing, and after the fault phase declares the run done when a pass
+/// finds nothing missing. A crash restarts it with nothing in memory but
+/// its resubmission log, as a restarted process would.
 async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::RECONCILER);
     let (jobs, results, _) = queues(ctx.scenario.visibility_ms);
@@ -224,71 +234,46 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         policy: ctx.policy,
         stats: Arc::new(SubmitStats::default()),
     };
-    let stop = tally::core::never();
+    let config = DriverConfig {
+        quiet_ms: RECONCILE_QUIET_MS,
+        poll_ms: RECONCILE_POLL_MS,
+        rounds_max: u32::MAX,
+        progress_ms: None,
+        policy: ctx.policy,
+    };
     let id = ctx.sweep.id();
-    let mut quiet = 0;
-    let mut reconciliation = Reconciliation::new(&id);
+    let mut finisher = Driver::new(&*jobs, &*results, &*store, &*clock, &resubmitter, config, &id);
+    let stop = tally::core::never();
     loop {
-        clock.sleep(5_000).await;
-        let drained = matches!(jobs.stats().await, Ok(s) if s.is_drained())
-            && matches!(results.stats().await, Ok(s) if s.is_drained());
-        quiet = if drained { quiet + 1 } else { 0 };
-        if quiet < 2 {
-            continue;
-        }
-        let mut missing = MissingKeys::default();
-        let pass = reconciliation.pass(&*store, &*clock, &stop, ctx.policy, &mut missing);
-        let Ok(report) = pass.await else {
-            continue;
-        };
-        if !missing.0.is_empty() {
-            let _ = resubmitter.resubmit(&id, &missing.0, &stop).await;
-            quiet = 0;
-            continue;
-        }
-        if report.missing == 0 && clock.mono_ms() >= ctx.scenario.fault_ms {
+        let step = finisher.run(&stop, &mut NoSink, |_| ControlFlow::Continue(())).await;
+        if matches!(step, Ok(Some(driver::Step::Complete(_)))) && clock.mono_ms() >= ctx.scenario.fault_ms {
             ctx.done.set(true);
         }
+        clock.sleep(RECONCILE_POLL_MS).await;
     }
 }
 
-/// The experiment in the simulation: the built-in synthetic function, with
-/// every run and every payload it produces reported to the oracle.
-pub struct SimExperiment {
-    /// Simulated time.
-    pub clock: Arc<SimClock>,
-    /// Ground truth.
-    pub oracle: SharedOracle,
-    /// Duration of one job.
-    pub job_ms: u64,
-    /// Duration of a slow job.
-    pub slow_ms: u64,
-    /// Fraction of slow jobs.
-    pub slow_rate: f64,
-    /// The run's seed.
-    pub seed: u64,
+/// The simulated queues, as a role host reaches them.
+pub fn queues(visibility_ms: u64) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
+    let jobs_attrs = QueueAttrs {
+        visibility_ms,
+        max_receives: Some(100),
+        dead_letter: Some(format!("{JOBS_QUEUE}-dead")),
+        ..QueueAttrs::default()
+    };
+    let results_attrs = QueueAttrs {
+        visibility_ms: visibility_ms * 2,
+        ..QueueAttrs::default()
+    };
+    let rpc = RpcConfig::new(hosts::SQS);
+    (
+        Arc::new(SimQueue::new(rpc.clone(), JOBS_QUEUE, jobs_attrs)),
+        Arc::new(SimQueue::new(rpc.clone(), RESULTS_QUEUE, results_attrs)),
+        Arc::new(SimQueue::new(rpc, &format!("{JOBS_QUEUE}-dead"), QueueAttrs::default())),
+    )
 }
 
-#[async_trait]
-impl Experiment for SimExperiment {
-    async fn run(&self, job: &JobSpec) -> Outcome {
-        self.oracle.lock().expect("oracle lock").started(job.index);
-        let draw = xxhash_rust::xxh3::xxh3_64_with_seed(&job.index.to_le_bytes(), self.seed) as f64 / u64::MAX as f64;
-        let ms = if draw < self.slow_rate {
-            self.slow_ms
-        } else {
-            self.job_ms
-        };
-        let inner = Synthetic {
-            clock: self.clock.clone(),
-            sleep_ms: ms,
-            fail_every: 0,
-        };
-        let outcome = inner.run(job).await;
-        self.oracle
-            .lock()
-            .expect("oracle lock")
-            .produced(job.index, outcome.payload_hash());
-        outcome
-    }
+/// The simulated bucket, as a role host reaches it.
+pub fn store() -> Arc<SimStore> {
+    Arc::new(SimStore::new(RpcConfig::new(hosts::S3)))
 }

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::scenario::Resolved;
-use crate::schedule::{Event, Schedule};
+use crate::faults::scenario::Resolved;
+use crate::faults::schedule::{Event, Schedule};
 use crate::world;
 
 /// The faults of a schedule as removable units.
@@ -105,7 +105,9 @@ impl Tester {
     }
 }
 
-/// Shrink `failing`, which must fail. `progress` hears about each step.
+/// Shrink `failing`, which must fail. `progress` hears about each step:
+/// fewer jobs first (every later run is cheaper), then delta debugging
+/// over the faults, then fewer workers.
 pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shrunk, String> {
     let first = world::run(failing, false);
     if first.verdict.passed() {
@@ -115,10 +117,26 @@ pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shru
         wanted: first.verdict.counts.keys().copied().collect(),
         runs: 1,
     };
-    let faults_before = fault_count(failing);
-    let mut best = failing.clone();
     let mut kinds = t.wanted.clone();
-    // Fewer jobs first: every later run is cheaper.
+    let best = fewer_jobs(&mut t, failing.clone(), &mut kinds, &mut progress);
+    let current = fewer_faults(&mut t, &best, &mut kinds, &mut progress);
+    let schedule = fewer_workers(&mut t, with_units(&best, &current), &mut kinds, &mut progress);
+    Ok(Shrunk {
+        faults_after: fault_count(&schedule),
+        schedule,
+        faults_before: fault_count(failing),
+        runs: t.runs,
+        kinds,
+    })
+}
+
+/// Halve the jobs while the run keeps failing.
+fn fewer_jobs(
+    t: &mut Tester,
+    mut best: Schedule,
+    kinds: &mut BTreeSet<&'static str>,
+    progress: &mut impl FnMut(&str),
+) -> Schedule {
     while best.resolved.scenario.jobs > 50 {
         let mut s = best.clone();
         s.resolved.scenario.jobs /= 2;
@@ -126,12 +144,23 @@ pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shru
             Some(k) => {
                 progress(&format!("jobs -> {}", s.resolved.scenario.jobs));
                 best = s;
-                kinds = k;
+                *kinds = k;
             }
             None => break,
         }
     }
-    let mut current = units(&best);
+    best
+}
+
+/// Delta debugging (ddmin) over the faults of `best`: the smallest set of
+/// units found whose removal of any one makes the run pass.
+fn fewer_faults(
+    t: &mut Tester,
+    best: &Schedule,
+    kinds: &mut BTreeSet<&'static str>,
+    progress: &mut impl FnMut(&str),
+) -> Vec<Unit> {
+    let mut current = units(best);
     let mut n = 2;
     while current.len() >= 2 {
         let chunk = current.len().div_ceil(n);
@@ -142,11 +171,10 @@ pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shru
                 .chain(current[(start + chunk).min(current.len())..].iter())
                 .cloned()
                 .collect();
-            let candidate = with_units(&best, &complement);
-            if let Some(k) = t.fails(&candidate) {
+            if let Some(k) = t.fails(&with_units(best, &complement)) {
                 progress(&format!("{} faults left", complement.len()));
                 current = complement;
-                kinds = k;
+                *kinds = k;
                 n = (n - 1).max(2);
                 reduced = true;
                 break;
@@ -160,12 +188,22 @@ pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shru
         }
     }
     if current.len() == 1 {
-        if let Some(k) = t.fails(&with_units(&best, &[])) {
+        if let Some(k) = t.fails(&with_units(best, &[])) {
             current.clear();
-            kinds = k;
+            *kinds = k;
         }
     }
-    let mut schedule = with_units(&best, &current);
+    current
+}
+
+/// Drop the highest-numbered worker while no fault names it and the run
+/// keeps failing.
+fn fewer_workers(
+    t: &mut Tester,
+    mut schedule: Schedule,
+    kinds: &mut BTreeSet<&'static str>,
+    progress: &mut impl FnMut(&str),
+) -> Schedule {
     while schedule.resolved.scenario.workers > 1 {
         let mut s = schedule.clone();
         s.resolved.scenario.workers -= 1;
@@ -181,16 +219,10 @@ pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shru
             Some(found) => {
                 progress(&format!("workers -> {k}"));
                 schedule = s;
-                kinds = found;
+                *kinds = found;
             }
             None => break,
         }
     }
-    Ok(Shrunk {
-        faults_after: fault_count(&schedule),
-        schedule,
-        faults_before,
-        runs: t.runs,
-        kinds,
-    })
+    schedule
 }

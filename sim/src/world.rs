@@ -19,18 +19,19 @@ use tally::core::reconciler::{reconcile, Report};
 use tally::core::submitter::MemSendLog;
 use tally::sweep::{ExperimentSpec, Sweep};
 
+use crate::checker::oracle::{Oracle, SharedOracle};
+use crate::checker::trace::{SharedTrace, Trace};
 use crate::checker::{check, Recorder, Verdict};
-use crate::hosts::{QueueAttrs, S3Faults, S3Model, SqsFaults, SqsModel};
-use crate::net::{serve_s3, serve_sqs, sim_builder, RpcConfig, SimQueue, SimStore};
-use crate::oracle::{Oracle, SharedOracle};
+use crate::faults::inject::{apply, heal};
+use crate::faults::schedule::{hosts, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
+use crate::faults::tripwire::SharedWires;
+use crate::hosts::{S3Faults, S3Model, SqsFaults, SqsModel};
+use crate::net::{serve_s3, serve_sqs, sim_builder};
 use crate::roles::{self, Ctx};
-use crate::schedule::{hosts, Fault, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
-use crate::trace::{SharedTrace, Trace};
-use crate::tripwire::SharedWires;
 
 /// What one run found.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct RunSummary {
     /// The final reconciliation report.
     pub report: Report,
     /// The checker's verdict.
@@ -88,7 +89,7 @@ pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 }
 
 /// Run `schedule` to the end and check it.
-pub fn run(schedule: &Schedule, capture: bool) -> Outcome {
+pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
     let sweep = sweep_for(schedule);
     let oracle: SharedOracle = Arc::new(Mutex::new(Oracle::new(&sweep.id(), s.jobs, JOBS_QUEUE, RESULTS_QUEUE)));
@@ -102,7 +103,10 @@ pub fn run(schedule: &Schedule, capture: bool) -> Outcome {
         },
     )));
     sqs.borrow_mut()
-        .set_observer(Box::new(crate::oracle::SqsWitness(oracle.clone(), trace.clone())));
+        .set_observer(Box::new(crate::checker::oracle::SqsWitness(
+            oracle.clone(),
+            trace.clone(),
+        )));
     let s3 = Rc::new(RefCell::new(S3Model::new(
         schedule.seed ^ 0x53,
         S3Faults {
@@ -143,7 +147,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> Outcome {
     let (report, recorder) = report_and_recorder;
     let verdict = check(&oracle.lock().expect("oracle lock"), &recorder, &report, true);
     let mut t = trace.lock().expect("trace lock");
-    Outcome {
+    RunSummary {
         report,
         verdict,
         trace_hash: t.hash,
@@ -175,7 +179,7 @@ fn drive(
     let mut repairs: Vec<(u64, String, String, bool)> = Vec::new();
     let mut healed = false;
     let deadline = s.fault_ms + s.heal_ms;
-    let step_time = crate::clock::StepTime::install();
+    let step_time = crate::doubles::clock::StepTime::install();
     loop {
         let now = sim.elapsed().as_millis() as u64;
         step_time.set(now);
@@ -236,68 +240,13 @@ fn drive(
     }
 }
 
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    fault: &Fault,
-    now: u64,
-    sqs: &Rc<RefCell<SqsModel>>,
-    wires: &SharedWires,
-    restarts: &mut Vec<(u64, String)>,
-    repairs: &mut Vec<(u64, String, String, bool)>,
-) {
-    match fault {
-        Fault::Crash { host, down_ms } => {
-            if sim.is_host_running(host.as_str()) {
-                sim.crash(host.as_str());
-                restarts.push((now + down_ms, host.clone()));
-            }
-        }
-        Fault::Partition { a, b, ms, oneway } => {
-            if *oneway {
-                sim.partition_oneway(a.as_str(), b.as_str());
-            } else {
-                sim.partition(a.as_str(), b.as_str());
-            }
-            repairs.push((now + ms, a.clone(), b.clone(), *oneway));
-        }
-        Fault::CrashAt { host, step, down_ms } => {
-            wires.lock().expect("wires lock").arm(host, *step, *down_ms);
-        }
-        Fault::DeleteQueue { queue } => {
-            let _ = sqs.borrow_mut().delete_queue(queue, now);
-        }
-    }
-}
-
-fn heal(
-    sim: &mut turmoil::Sim<'_>,
-    sqs: &Rc<RefCell<SqsModel>>,
-    s3: &Rc<RefCell<S3Model>>,
-    restarts: &mut Vec<(u64, String)>,
-    repairs: &mut Vec<(u64, String, String, bool)>,
-) {
-    sim.set_fail_rate(0.0);
-    sqs.borrow_mut().set_faults(SqsFaults::default());
-    s3.borrow_mut().set_faults(S3Faults::default());
-    for (_, a, b, oneway) in repairs.drain(..) {
-        if oneway {
-            sim.repair_oneway(a.as_str(), b.as_str());
-        } else {
-            sim.repair(a.as_str(), b.as_str());
-        }
-    }
-    for (_, host) in restarts.drain(..) {
-        sim.bounce(host.as_str());
-    }
-}
-
 /// Reconcile from a snapshot of the bucket, outside the simulation, with
 /// the checker's recorder as the sink.
 fn final_reconcile(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>) -> (Report, Recorder) {
-    let store = crate::memstore::MemStore::snapshot(&s3.borrow());
+    let store = crate::doubles::memstore::MemStore::snapshot(&s3.borrow());
     let id = ctx.sweep.id();
     let mut recorder = Recorder::new(&id, ctx.scenario.jobs);
-    let clock = crate::memstore::StillClock;
+    let clock = crate::doubles::memstore::StillClock;
     let (_tx, never) = tokio::sync::watch::channel(false);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -309,29 +258,4 @@ fn final_reconcile(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>) -> (Report, Recorder) {
             ..Report::default()
         });
     (report, recorder)
-}
-
-/// The simulated queues, as a role host reaches them.
-pub fn queues(visibility_ms: u64) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
-    let jobs_attrs = QueueAttrs {
-        visibility_ms,
-        max_receives: Some(100),
-        dead_letter: Some(format!("{JOBS_QUEUE}-dead")),
-        ..QueueAttrs::default()
-    };
-    let results_attrs = QueueAttrs {
-        visibility_ms: visibility_ms * 2,
-        ..QueueAttrs::default()
-    };
-    let rpc = RpcConfig::new(hosts::SQS);
-    (
-        Arc::new(SimQueue::new(rpc.clone(), JOBS_QUEUE, jobs_attrs)),
-        Arc::new(SimQueue::new(rpc.clone(), RESULTS_QUEUE, results_attrs)),
-        Arc::new(SimQueue::new(rpc, &format!("{JOBS_QUEUE}-dead"), QueueAttrs::default())),
-    )
-}
-
-/// The simulated bucket, as a role host reaches it.
-pub fn store() -> Arc<SimStore> {
-    Arc::new(SimStore::new(RpcConfig::new(hosts::S3)))
 }

@@ -3,6 +3,9 @@
 //! Each planted bug is pinned to a scenario and seed that catch it, so the
 //! checker's power cannot silently regress; the real protocol must pass the
 //! same runs. Replays must be exact.
+// A test reads as one story from set-up to check; the length limit is for
+// production code.
+#![allow(clippy::too_many_lines)]
 
 mod mutants;
 mod regressions;
@@ -12,9 +15,9 @@ mod schedules;
 use std::path::PathBuf;
 
 use tally::core::Policy;
-use tally_sim::scenario::Scenario;
-use tally_sim::schedule::Schedule;
-use tally_sim::world::{self, Outcome};
+use tally_sim::faults::scenario::Scenario;
+use tally_sim::faults::schedule::Schedule;
+use tally_sim::world::{self, RunSummary};
 
 /// The scenario file `name` under scenarios/.
 pub fn scenario(name: &str) -> Scenario {
@@ -25,7 +28,7 @@ pub fn scenario(name: &str) -> Scenario {
 }
 
 /// Run one seed of a scenario under a policy.
-pub fn run(name: &str, seed: u64, policy: Policy) -> Outcome {
+pub fn run(name: &str, seed: u64, policy: Policy) -> RunSummary {
     let s = scenario(name);
     world::run(&Schedule::draw(&s.resolve(seed), seed, policy), false)
 }

@@ -45,3 +45,8 @@ fn an_aggregator_that_drops_duplicates_is_caught_losing_accepted_results() {
 fn a_reconciler_without_the_receipts_ledger_is_caught_losing_jobs_silently() {
     caught("queue-deletion", 0, Policy::NoLedger, "lost-job");
 }
+
+#[test]
+fn a_driver_that_finishes_on_an_empty_work_queue_is_caught_losing_late_results() {
+    caught("worker-crash", 1, Policy::EagerFinish, "lost-result");
+}

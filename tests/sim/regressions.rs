@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use tally::core::Policy;
-use tally_sim::schedule::Schedule;
+use tally_sim::faults::schedule::Schedule;
 use tally_sim::world;
 
 #[test]

@@ -1,8 +1,8 @@
 //! Same seed, same run: byte for byte, and from a schedule file too.
 
 use tally::core::Policy;
-use tally_sim::schedule::Schedule;
-use tally_sim::trace::first_divergence;
+use tally_sim::checker::trace::first_divergence;
+use tally_sim::faults::schedule::Schedule;
 use tally_sim::world;
 
 use crate::scenario;

@@ -4,22 +4,24 @@
 //! aggregator (or several: segments never collide); submit and reconcile
 //! from anywhere that can reach the queues and the bucket.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use crate::cli::backend::{Backend, BackendArgs};
+use crate::cli::backend::{Backend, BackendArgs, BackendKind};
 use crate::cli::inspect::print_report;
 use crate::cli::{UserError, EXIT_INTERRUPTED};
 use crate::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
+use crate::core::driver::{depth, Driver, DriverConfig, Look, Step};
 use crate::core::manifest::{self, ManifestCache};
-use crate::core::reconciler::{self, MissingKeys, Report, Tee};
+use crate::core::reconciler::{self, MissingKeys, NoSink, Report, Tee};
 use crate::core::retry::CallError;
 use crate::core::submitter::{SubmitStats, Submitter};
 use crate::core::worker::{Worker, WorkerConfig, WorkerStats};
-use crate::core::{Policy, Queue, QueueError, QueueStats, Shutdown};
+use crate::core::{Policy, Shutdown};
 use crate::results_db::ResultsDb;
 use crate::sweep::Sweep;
 
@@ -85,13 +87,28 @@ pub struct ReconcileArgs {
     /// The sweep (needed only when the store holds several).
     #[arg(long)]
     pub sweep: Option<String>,
-    /// Resend the missing jobs (as a new attempt) when the queues are drained.
+    /// Resend the missing jobs (as a new attempt) once the queues have
+    /// stayed drained for the quiet period and a second pass confirmed
+    /// them missing. Makes at most one round.
     #[arg(long)]
     pub resubmit: bool,
-    /// With --resubmit: resend even when the queues are not drained (jobs
-    /// still queued or held will then run twice; reconciliation detects it).
+    /// Keep reconciling and resubmitting until every job is accounted for
+    /// (or the rounds run out, or Ctrl-C), with a progress bar.
+    #[arg(long, conflicts_with = "resubmit")]
+    pub watch: bool,
+    /// With --resubmit: resend even when the queues are not drained or the
+    /// submitter has not finished (jobs still queued or held will then run
+    /// twice; reconciliation detects it).
     #[arg(long, requires = "resubmit")]
     pub force: bool,
+    /// How long both queues must look drained before a pass counts,
+    /// seconds. Default: 90 on aws (SQS's counts may lag a minute or
+    /// more), 1 on local.
+    #[arg(long)]
+    pub quiet_s: Option<u64>,
+    /// With --watch: most resubmission rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Write the results database here. Default: the data directory's
     /// results.sqlite (local) or STATE_DIR/results.sqlite (AWS).
     #[arg(long)]
@@ -235,66 +252,52 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// Depths of a queue; a missing queue holds nothing.
-async fn depth(queue: &dyn Queue) -> anyhow::Result<QueueStats> {
-    match queue.stats().await {
-        Ok(stats) => Ok(stats),
-        Err(QueueError::Missing { .. }) => Ok(QueueStats::default()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read queue {}", queue.name()))),
-    }
-}
-
 /// `tally reconcile`: classify every job, rebuild the results database, and
-/// with `--resubmit` resend what is missing.
+/// with `--resubmit` resend what is missing, or with `--watch` keep at it
+/// until the sweep is complete.
 pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<u8> {
     let backend = open(&args.backend).await?;
-    let stop = crate::core::never();
+    let (stop, signalled) = stop_on_signal();
     let id = pick_sweep(&backend, args.sweep.clone()).await?;
-    let manifest = manifest::load(&*backend.store, &*backend.clock, &stop, &id)
-        .await?
-        .with_context(|| format!("sweep {id} has no manifest"))?;
+    if args.resubmit || args.watch {
+        let finished = drive(&backend, &args, &id, &stop).await?;
+        if signalled.load(std::sync::atomic::Ordering::SeqCst) || !finished {
+            eprintln!("tally: interrupted; nothing is lost: rerun to go on");
+            return Ok(EXIT_INTERRUPTED);
+        }
+    }
     let path = args.out.clone().unwrap_or_else(|| backend.default_results_db());
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut db = ResultsDb::create(&path, &manifest).with_context(|| format!("cannot build {}", path.display()))?;
-    let mut missing = MissingKeys::default();
-    let report = reconciler::reconcile(
-        &*backend.store,
-        &*backend.clock,
-        &stop,
-        Policy::Real,
-        &id,
-        &mut Tee(&mut db, &mut missing),
-    )
-    .await?;
-    db.finish(&report)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let report = rebuild_results_db(&backend, &id, &path).await?;
     print_report(&report, &path, args.json, None);
-    if args.resubmit && !missing.0.is_empty() {
-        resubmit(&backend, &report, &missing.0, args.force).await?;
-    }
     Ok(if report.is_complete() { 0 } else { 1 })
 }
 
-/// Resend `missing` jobs as a new attempt, if the queues look drained.
-async fn resubmit(backend: &Backend, report: &Report, missing: &[u64], force: bool) -> anyhow::Result<()> {
-    let jobs = depth(&*backend.jobs).await?;
-    let results = depth(&*backend.results).await?;
-    let drained = jobs.is_drained() && results.is_drained();
-    if !drained && !force {
-        eprintln!(
-            "tally: not resubmitting {} missing jobs: the queues are not drained (jobs: {} waiting, {} in flight; \
-             results: {} waiting, {} in flight); rerun when they are, or pass --force",
-            missing.len(),
-            jobs.visible,
-            jobs.in_flight,
-            results.visible,
-            results.in_flight
-        );
-        return Ok(());
+/// Reconcile `id` into a fresh results database at `path`.
+async fn rebuild_results_db(backend: &Backend, id: &str, path: &std::path::Path) -> anyhow::Result<Report> {
+    let never = crate::core::never();
+    let manifest = manifest::load(&*backend.store, &*backend.clock, &never, id)
+        .await?
+        .with_context(|| format!("sweep {id} has no manifest"))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let submitter = Submitter {
+    let mut db = ResultsDb::create(path, &manifest).with_context(|| format!("cannot build {}", path.display()))?;
+    let mut missing = MissingKeys::default();
+    let sink = &mut Tee(&mut db, &mut missing);
+    let report = reconciler::reconcile(&*backend.store, &*backend.clock, &never, Policy::Real, id, sink).await?;
+    db.finish(&report)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(report)
+}
+
+/// Run the finish-and-resubmit driver: one round (`--resubmit`) or until
+/// complete (`--watch`). False if stopped first.
+async fn drive(backend: &Backend, args: &ReconcileArgs, id: &str, stop: &Shutdown) -> anyhow::Result<bool> {
+    let quiet_s = args.quiet_s.unwrap_or(match backend.settings.backend {
+        BackendKind::Aws => 90,
+        BackendKind::Local => 1,
+    });
+    let resubmitter = Submitter {
         jobs: Arc::clone(&backend.jobs),
         store: Arc::clone(&backend.store),
         clock: Arc::clone(&backend.clock),
@@ -302,12 +305,118 @@ async fn resubmit(backend: &Backend, report: &Report, missing: &[u64], force: bo
         policy: Policy::Real,
         stats: Arc::new(SubmitStats::default()),
     };
-    let attempt = submitter
-        .resubmit(&report.sweep, missing, &crate::core::never())
-        .await
-        .context("resubmitting failed")?;
-    eprintln!("tally: resubmitted {} missing jobs as attempt {attempt}", missing.len());
-    Ok(())
+    let config = DriverConfig {
+        quiet_ms: quiet_s * 1000,
+        poll_ms: (quiet_s * 1000).clamp(100, 1000),
+        rounds_max: if args.watch { args.rounds } else { 1 },
+        progress_ms: args.watch.then_some(5_000),
+        policy: Policy::Real,
+    };
+    let (jobs, results, store, clock) = (&*backend.jobs, &*backend.results, &*backend.store, &*backend.clock);
+    let mut driver = Driver::new(jobs, results, store, clock, &resubmitter, config, id);
+    if args.watch {
+        return watch(&mut driver, stop).await;
+    }
+    if args.force {
+        // Forced: the looks are taken to say drained; two passes still agree.
+        for _ in 0..2 {
+            let look = Look {
+                jobs_drained: true,
+                results_drained: true,
+                all_sent: true,
+                now_ms: backend.clock.mono_ms(),
+            };
+            let step = driver.judge(look, stop, &mut NoSink).await?;
+            if say(&step) {
+                break;
+            }
+        }
+        return Ok(true);
+    }
+    let look = driver.look(stop).await?;
+    if !(look.jobs_drained && look.results_drained && look.all_sent) {
+        eprintln!(
+            "tally: not resubmitting: {}; rerun when they are, or pass --force",
+            not_ready(backend, &look).await
+        );
+        return Ok(true);
+    }
+    eprintln!("tally: the queues look drained; confirming over {quiet_s} s quiet periods before resubmitting");
+    let last = driver
+        .run(stop, &mut NoSink, |step| {
+            if say(step) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await?;
+    Ok(last.is_some())
+}
+
+/// Print what a step did; true when it ends a one-round resubmission.
+fn say(step: &Step) -> bool {
+    match step {
+        Step::Resubmitted { keys, attempt, .. } => {
+            eprintln!("tally: resubmitted {keys} missing jobs as attempt {attempt}");
+            true
+        }
+        Step::Complete(_) => {
+            eprintln!("tally: nothing is missing; nothing to resubmit");
+            true
+        }
+        Step::Exhausted(report) => {
+            eprintln!(
+                "tally: {} jobs still missing and no resubmission round left",
+                report.missing
+            );
+            true
+        }
+        Step::Waiting(_) | Step::Progress(_) | Step::Reconciled(_) => false,
+    }
+}
+
+/// Why the queues are not ready for a resubmission, in a user's words.
+async fn not_ready(backend: &Backend, look: &Look) -> String {
+    if !look.all_sent && look.jobs_drained && look.results_drained {
+        return "the submitter has not finished sending the sweep (no sent marker in the store yet)".into();
+    }
+    let jobs = depth(&*backend.jobs).await.unwrap_or_default();
+    let results = depth(&*backend.results).await.unwrap_or_default();
+    format!(
+        "the queues are not drained (jobs: {} waiting, {} in flight; results: {} waiting, {} in flight)",
+        jobs.visible, jobs.in_flight, results.visible, results.in_flight
+    )
+}
+
+/// `--watch`: the driver until complete, with tally run's progress bar.
+async fn watch(driver: &mut Driver<'_>, stop: &Shutdown) -> anyhow::Result<bool> {
+    let never = crate::core::never();
+    let manifest = manifest::load(driver.store, driver.clock, &never, driver.sweep_id())
+        .await?
+        .context("the sweep has no manifest")?;
+    let progress = crate::cli::run::progress_bar(manifest.submitted);
+    let last = driver
+        .run(stop, &mut NoSink, |step| {
+            match step {
+                Step::Progress(r)
+                | Step::Reconciled(r)
+                | Step::Complete(r)
+                | Step::Exhausted(r)
+                | Step::Resubmitted { report: r, .. } => {
+                    progress.set_position(r.done + r.failed);
+                    progress.set_message(format!("{}: {} missing", r.sweep, r.missing));
+                }
+                Step::Waiting(_) => {}
+            }
+            if let Step::Resubmitted { keys, attempt, .. } = step {
+                progress.println(format!("resubmitted {keys} missing jobs as attempt {attempt}"));
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
+    progress.finish_and_clear();
+    Ok(last.is_some())
 }
 
 /// The sweep asked for, or the only one in the store.

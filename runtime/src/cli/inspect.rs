@@ -85,6 +85,23 @@ pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f6
     if let Some((a, b)) = report.missing_ranges.first() {
         row("first missing", format!("{a}..={b}"));
     }
+    for segment in &report.unreadable_segments {
+        row("unreadable", segment.clone());
+    }
+    if report.unreadable > 0 {
+        row("", unreadable_advice(report));
+    }
+}
+
+/// What to do about unreadable segments, in a user's words.
+fn unreadable_advice(report: &Report) -> String {
+    if report.missing == 0 {
+        "kept as evidence: every job is accounted for without it (it may hold extra runs of done jobs)".into()
+    } else {
+        "the jobs it held count as missing: `tally reconcile --resubmit` (or rerunning `tally run`) runs them \
+         again; the segment stays as evidence"
+            .into()
+    }
 }
 
 /// Pick the sweep: the one asked for, or the only one there is.

@@ -110,7 +110,9 @@ impl Local {
         }
         let store: Arc<dyn BlobStore> =
             Arc::new(DirStore::open(dir.join("store")).context("cannot open the blob store")?);
-        let log = Arc::new(SqliteSendLog::open(&dir.join("ledger.sqlite")).context("cannot open the submit ledger")?);
+        let log = SqliteSendLog::open_renaming(&dir.join("send-log.sqlite"), &dir.join("ledger.sqlite"))
+            .context("cannot open the submitter's send log")?;
+        let log = Arc::new(log);
         Ok(Self {
             dir: dir.to_owned(),
             clock,

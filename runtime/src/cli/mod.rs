@@ -2,8 +2,6 @@
 //! and one module per command family.
 
 pub mod backend;
-#[cfg(feature = "aws")]
-mod backend_aws;
 pub mod deploy;
 pub mod inspect;
 pub mod local;
@@ -97,7 +95,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Protocol variant (the non-real ones are planted bugs for testing).
-    #[arg(long, value_enum, default_value_t = Policy::Real, hide = true)]
+    #[arg(long, default_value_t = Policy::Real, hide = true)]
     pub policy: Policy,
 }
 

@@ -2,10 +2,10 @@
 //! embedded backend, then reconciliation, resubmission of anything missing,
 //! and the final results database.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,9 +15,9 @@ use crate::cli::inspect::{print_report, reconcile_into_db};
 use crate::cli::local::{Local, LockMode};
 use crate::cli::{RunArgs, UserError, EXIT_INTERRUPTED};
 use crate::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
+use crate::core::driver::{Driver, DriverConfig, Step};
 use crate::core::manifest::ManifestCache;
-use crate::core::reconciler::reconcile;
-use crate::core::reconciler::MissingKeys;
+use crate::core::reconciler::{reconcile, MissingKeys, NoSink};
 use crate::core::retry::CallError;
 use crate::core::submitter::{SubmitStats, Submitter};
 use crate::core::worker::{Worker, WorkerConfig, WorkerStats};
@@ -59,10 +59,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let id = sweep.id();
     let submitted = sweep.len().expect("validated");
     let progress = progress_bar(submitted);
-    let roles = Roles::start(&local, &sweep, base_dir, &args, stop_rx.clone());
-    let outcome = drive(&local, &sweep, &args, &roles, &progress, &stop_rx).await;
+    let (roles, mut tasks) = Roles::start(&local, &sweep, base_dir, &args, stop_rx.clone());
+    // A role that fails ends the run at once (and says why) rather than
+    // leaving the driver waiting for work nobody does.
+    let outcome = tokio::select! {
+        biased;
+        failed = first_failure(&mut tasks) => Err(failed),
+        driven = drive(&local, &sweep, &args, &roles, &progress, &stop_rx) => driven,
+    };
     let _ = stop_tx.send(true);
-    let role_error = roles.join().await;
+    let role_error = join(tasks).await;
     progress.finish_and_clear();
     if interrupted.load(Ordering::SeqCst) {
         eprintln!("tally: interrupted; nothing is lost: rerun the same command to resume");
@@ -79,17 +85,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     Ok(if report.is_complete() { 0 } else { 1 })
 }
 
-/// The roles running in this process.
+/// The role tasks of this process, each named.
+type Tasks = JoinSet<(&'static str, Result<(), CallError>)>;
+
+/// What the driver shares with the roles running in this process.
 struct Roles {
-    tasks: JoinSet<(&'static str, Result<(), CallError>)>,
     submit_stats: Arc<SubmitStats>,
-    submitter_done: Arc<std::sync::atomic::AtomicBool>,
     aggregator: Arc<AggregatorStats>,
     submitter: Arc<Submitter>,
 }
 
 impl Roles {
-    fn start(local: &Local, sweep: &Sweep, base_dir: std::path::PathBuf, args: &RunArgs, stop: Shutdown) -> Self {
+    fn start(
+        local: &Local,
+        sweep: &Sweep,
+        base_dir: std::path::PathBuf,
+        args: &RunArgs,
+        stop: Shutdown,
+    ) -> (Self, Tasks) {
         let clock = Arc::clone(&local.clock);
         let mut tasks = JoinSet::new();
         let submit_stats = Arc::new(SubmitStats::default());
@@ -101,19 +114,9 @@ impl Roles {
             policy: args.policy,
             stats: Arc::clone(&submit_stats),
         });
-        let submitter_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
-            let (submitter, sweep, stop, done) = (
-                Arc::clone(&submitter),
-                sweep.clone(),
-                stop.clone(),
-                Arc::clone(&submitter_done),
-            );
-            tasks.spawn(async move {
-                let r = submitter.submit(&sweep, &stop).await.map(|_| ());
-                done.store(r.is_ok(), Ordering::SeqCst);
-                ("submitter", r)
-            });
+            let (submitter, sweep, stop) = (Arc::clone(&submitter), sweep.clone(), stop.clone());
+            tasks.spawn(async move { ("submitter", submitter.submit(&sweep, &stop).await.map(|_| ())) });
         }
         let factory_clock = Arc::clone(&clock);
         let manifests = Arc::new(ManifestCache::new(Arc::new(move |s: &Sweep| {
@@ -157,28 +160,43 @@ impl Roles {
             stats: Arc::clone(&aggregator_stats),
         };
         tasks.spawn(async move { ("aggregator", aggregator.run(stop).await) });
-        Self {
-            tasks,
+        let roles = Self {
             submit_stats,
-            submitter_done,
             aggregator: aggregator_stats,
             submitter,
-        }
+        };
+        (roles, tasks)
     }
+}
 
-    /// Wait for every role; the first failure, if any.
-    async fn join(mut self) -> Option<anyhow::Error> {
-        let mut first = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            let err = match joined {
-                Ok((_, Ok(()))) | Ok((_, Err(CallError::Stopped))) => continue,
-                Ok((role, Err(e))) => anyhow::Error::new(e).context(format!("the {role} failed")),
-                Err(e) => anyhow::anyhow!("a role panicked: {e}"),
-            };
-            first.get_or_insert(err);
-        }
-        first
+/// A role's end, as an error if it failed.
+fn failure(joined: Result<(&'static str, Result<(), CallError>), tokio::task::JoinError>) -> Option<anyhow::Error> {
+    match joined {
+        Ok((_, Ok(()))) | Ok((_, Err(CallError::Stopped))) => None,
+        Ok((role, Err(e))) => Some(anyhow::Error::new(e).context(format!("the {role} failed"))),
+        Err(e) => Some(anyhow::anyhow!("a role panicked: {e}")),
     }
+}
+
+/// The first role to fail; never resolves while the roles run well.
+async fn first_failure(tasks: &mut Tasks) -> anyhow::Error {
+    while let Some(joined) = tasks.join_next().await {
+        if let Some(e) = failure(joined) {
+            return e;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Wait for every role; the first failure, if any.
+async fn join(mut tasks: Tasks) -> Option<anyhow::Error> {
+    let mut first = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Some(e) = failure(joined) {
+            first.get_or_insert(e);
+        }
+    }
+    first
 }
 
 /// Short jobs are taken ten at a time; when there are few jobs per worker,
@@ -203,8 +221,8 @@ fn instance_id() -> String {
     format!("{:x}-{:x}", std::process::id(), now)
 }
 
-/// Watch progress until every job is accounted for, resubmitting what is
-/// missing once the queues drain.
+/// Run the finish-and-resubmit driver until every job is accounted for,
+/// redrawing progress on every step.
 async fn drive(
     local: &Local,
     sweep: &Sweep,
@@ -214,58 +232,46 @@ async fn drive(
     stop: &Shutdown,
 ) -> anyhow::Result<()> {
     let id = sweep.id();
-    let mut rounds = 0;
     let done_before = {
-        let report = reconcile(
-            &*local.store,
-            &*local.clock,
-            stop,
-            args.policy,
-            &id,
-            &mut crate::core::reconciler::NoSink,
-        )
-        .await;
+        let report = reconcile(&*local.store, &*local.clock, stop, args.policy, &id, &mut NoSink).await;
         report.map(|r| r.done + r.failed).unwrap_or(0)
     };
-    loop {
-        if crate::core::is_stopping(stop) || roles.tasks.is_empty() {
-            return Ok(());
-        }
+    // The embedded queues count exactly and this process holds every role,
+    // so no quiet period is needed; the confirming pass still is.
+    let config = DriverConfig {
+        quiet_ms: 0,
+        poll_ms: TICK_MS,
+        rounds_max: args.resubmit_rounds,
+        progress_ms: None,
+        policy: args.policy,
+    };
+    let (jobs, results) = (&*local.jobs, &*local.results);
+    let mut driver = Driver::new(
+        jobs,
+        results,
+        &*local.store,
+        &*local.clock,
+        &roles.submitter,
+        config,
+        &id,
+    );
+    let on_step = |step: &Step| {
         let stored = roles.aggregator.stored.load(Ordering::Relaxed);
         let sent = roles.submit_stats.sent.load(Ordering::Relaxed);
         progress.set_message(format!("{id}: {sent} sent this session; stored"));
         progress.set_position((done_before + stored).min(progress.length().unwrap_or(0)));
-        tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
-        if !roles.submitter_done.load(Ordering::SeqCst) || !drained(local).await? {
-            continue;
+        if let Step::Resubmitted { keys, attempt, .. } = step {
+            progress.println(format!(
+                "{keys} jobs missing after the queues drained; resubmitted them (attempt {attempt})"
+            ));
         }
-        if roles.aggregator.buffered.load(Ordering::Relaxed) > 0 {
-            continue;
-        }
-        let mut missing = MissingKeys::default();
-        let report = reconcile(&*local.store, &*local.clock, stop, args.policy, &id, &mut missing).await?;
-        if missing.0.is_empty() || rounds >= args.resubmit_rounds {
-            return Ok(());
-        }
-        rounds += 1;
-        progress.println(format!(
-            "{} jobs missing after the queues drained; resubmitting (round {rounds})",
-            report.missing
-        ));
-        roles.submitter.resubmit(&id, &missing.0, stop).await?;
-    }
+        ControlFlow::Continue(())
+    };
+    driver.run(stop, &mut NoSink, on_step).await?;
+    Ok(())
 }
 
-/// Jobs queue first, then results: a job leaves the work queue only after
-/// its result entered the results queue, so both empty means all stored.
-async fn drained(local: &Local) -> anyhow::Result<bool> {
-    if !local.jobs.is_empty().context("cannot read the work queue")? {
-        return Ok(false);
-    }
-    local.results.is_empty().context("cannot read the results queue")
-}
-
-fn progress_bar(len: u64) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")

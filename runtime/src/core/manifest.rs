@@ -115,6 +115,40 @@ pub async fn load_rounds(
     Ok(rounds)
 }
 
+/// Key of the marker the submitter writes once every job of `attempt` was
+/// acknowledged by the work queue.
+pub fn sent_key(sweep_id: &str, attempt: u32) -> String {
+    format!("sweeps/{sweep_id}/sent/{attempt:06}.json")
+}
+
+/// Whether the marker of `attempt` is stored: the submitter has sent every
+/// job of that round.
+pub async fn all_sent(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+    sweep_id: &str,
+    attempt: u32,
+) -> Result<bool, CallError> {
+    let key = sent_key(sweep_id, attempt);
+    Ok(store_retrying(clock, shutdown, || store.get(&key)).await?.is_some())
+}
+
+/// Write the marker that every job of `attempt` was sent (create-only; an
+/// existing marker is the same fact).
+pub async fn mark_all_sent(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+    sweep_id: &str,
+    attempt: u32,
+    jobs: u64,
+) -> Result<(), CallError> {
+    let bytes = format!("{{\"attempt\":{attempt},\"jobs\":{jobs}}}").into_bytes();
+    put_if_absent_retrying(store, clock, shutdown, &sent_key(sweep_id, attempt), &bytes).await?;
+    Ok(())
+}
+
 /// A loaded sweep and the experiment built for it.
 pub struct Loaded {
     /// The manifest.

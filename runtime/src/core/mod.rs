@@ -5,7 +5,7 @@
 //! shell written against the traits in [`seams`].
 
 pub mod aggregator;
-mod layout;
+pub mod driver;
 pub mod manifest;
 pub mod message;
 pub mod policy;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which version of the protocol the roles follow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// tally's protocol.
@@ -23,16 +23,21 @@ pub enum Policy {
     /// The reconciler has no receipts ledger: it takes the set of submitted
     /// jobs to be the set of keys it saw results for.
     NoLedger,
+    /// The finish-and-resubmit driver takes an empty work queue for a
+    /// drained sweep: it reconciles, resends and declares completion while
+    /// jobs are still running and results are still on their way.
+    EagerFinish,
 }
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 5] = [
+    pub const ALL: [Policy; 6] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
         Self::SilentDedupe,
         Self::NoLedger,
+        Self::EagerFinish,
     ];
 
     /// The worker deletes each job message as soon as it receives it.
@@ -60,6 +65,12 @@ impl Policy {
         self != Self::NoLedger
     }
 
+    /// The driver trusts an empty work queue alone, without a quiet period
+    /// or a confirming pass.
+    pub fn finishes_on_empty_work_queue(self) -> bool {
+        self == Self::EagerFinish
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -68,6 +79,39 @@ impl Policy {
             Self::NoRecreate => "no-recreate",
             Self::SilentDedupe => "silent-dedupe",
             Self::NoLedger => "no-ledger",
+            Self::EagerFinish => "eager-finish",
         }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parsing a policy name (the command lines' `--policy`): the core does
+/// not depend on the command-line library, so this is plain `FromStr`.
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown policy {s:?}; one of: {}", names.join(", "))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_parses_from_its_own_name_and_nothing_else_does() {
+        for p in Policy::ALL {
+            assert_eq!(p.name().parse::<Policy>(), Ok(p));
+        }
+        assert!("realistic".parse::<Policy>().is_err());
     }
 }

@@ -70,9 +70,12 @@ pub struct Report {
 
 impl Report {
     /// True when every submitted job has exactly one agreed final result
-    /// and nothing needs a person's attention.
+    /// and nothing needs a person's attention. An unreadable segment does
+    /// not keep a sweep incomplete once every key is accounted for without
+    /// it: it is named in the report as evidence (it may hold extra runs of
+    /// keys that are done), and the keys it held were run again.
     pub fn is_complete(&self) -> bool {
-        self.missing == 0 && self.conflicts == 0 && self.phantoms == 0 && self.unreadable == 0
+        self.missing == 0 && self.conflicts == 0 && self.phantoms == 0
     }
 }
 
@@ -91,7 +94,7 @@ struct Key {
 
 /// What happened to one record, for the sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Fate {
     /// The first result for its key, or one that replaces a give-up: the
     /// sink should store it as the key's row.
     Chosen,
@@ -130,7 +133,7 @@ impl KeyClass {
 /// results database, the simulator's checker).
 pub trait RecordSink {
     /// One record, with its raw body and verdict.
-    fn record(&mut self, view: &ResultView<'_>, body: &str, verdict: Verdict);
+    fn record(&mut self, view: &ResultView<'_>, body: &str, verdict: Fate);
     /// The final class of key `index` and its number of distinct runs,
     /// called once per submitted key, in index order.
     fn class(&mut self, index: u64, class: KeyClass, runs: u32);
@@ -141,7 +144,7 @@ pub trait RecordSink {
 pub struct MissingKeys(pub Vec<u64>);
 
 impl RecordSink for MissingKeys {
-    fn record(&mut self, _: &ResultView<'_>, _: &str, _: Verdict) {}
+    fn record(&mut self, _: &ResultView<'_>, _: &str, _: Fate) {}
     fn class(&mut self, index: u64, class: KeyClass, _: u32) {
         if class == KeyClass::Missing {
             self.0.push(index);
@@ -153,7 +156,7 @@ impl RecordSink for MissingKeys {
 pub struct Tee<'a>(pub &'a mut dyn RecordSink, pub &'a mut dyn RecordSink);
 
 impl RecordSink for Tee<'_> {
-    fn record(&mut self, r: &ResultView<'_>, body: &str, v: Verdict) {
+    fn record(&mut self, r: &ResultView<'_>, body: &str, v: Fate) {
         self.0.record(r, body, v);
         self.1.record(r, body, v);
     }
@@ -167,7 +170,7 @@ impl RecordSink for Tee<'_> {
 pub struct NoSink;
 
 impl RecordSink for NoSink {
-    fn record(&mut self, _: &ResultView<'_>, _: &str, _: Verdict) {}
+    fn record(&mut self, _: &ResultView<'_>, _: &str, _: Fate) {}
     fn class(&mut self, _: u64, _: KeyClass, _: u32) {}
 }
 
@@ -196,13 +199,13 @@ impl Classifier {
     }
 
     /// Classify one record of this sweep.
-    pub fn add(&mut self, result: &ResultView<'_>) -> Verdict {
+    pub fn add(&mut self, result: &ResultView<'_>) -> Fate {
         if result.index >= self.submitted {
             self.report.phantoms += 1;
             if self.report.phantom_indices.len() < LISTED_MAX {
                 self.report.phantom_indices.push(result.index);
             }
-            return Verdict::Phantom;
+            return Fate::Phantom;
         }
         let run = xxhash_rust::xxh3::xxh3_64(result.run_id.as_bytes()) | 1;
         let payload = result.payload_hash();
@@ -216,7 +219,7 @@ impl Classifier {
                 status: Some(status),
                 conflict: false,
             };
-            return Verdict::Chosen;
+            return Fate::Chosen;
         }
         let seen = if key.run == run {
             true
@@ -230,7 +233,7 @@ impl Classifier {
         };
         if seen {
             self.report.redelivered += 1;
-            return Verdict::Extra;
+            return Fate::Extra;
         }
         key.runs += 1;
         // A give-up says only that workers kept dying; a real result wins.
@@ -238,12 +241,12 @@ impl Classifier {
         if was_gave_up && status != ResultStatus::GaveUp {
             key.payload = payload;
             key.status = Some(status);
-            return Verdict::Chosen;
+            return Fate::Chosen;
         }
         if status != ResultStatus::GaveUp && payload != key.payload {
             key.conflict = true;
         }
-        Verdict::Extra
+        Fate::Extra
     }
 
     /// Finish: count every key's class. Without the ledger (the
@@ -285,6 +288,12 @@ impl Classifier {
                 r.duplicate_runs += u64::from(key.runs - 1);
             }
         }
+        assert_eq!(
+            r.done + r.failed + r.conflicts + r.missing,
+            r.submitted,
+            "every key of {} is in exactly one class",
+            r.sweep
+        );
         r.missing_ranges = manifest::to_ranges(&missing);
         r.missing_ranges.truncate(LISTED_MAX);
         if !policy.reads_ledger() {
@@ -339,6 +348,11 @@ impl Reconciliation {
             read: BTreeSet::new(),
             unreadable: Vec::new(),
         }
+    }
+
+    /// The sweep this reconciliation classifies.
+    pub fn sweep_id(&self) -> &str {
+        &self.sweep_id
     }
 
     /// Read the segments stored since the last pass, then report on every key.
@@ -449,7 +463,7 @@ mod tests {
         }
     }
 
-    fn add(c: &mut Classifier, r: ResultMessage) -> Verdict {
+    fn add(c: &mut Classifier, r: ResultMessage) -> Fate {
         let body = r.encode();
         c.add(&ResultView::decode(&body).unwrap())
     }
@@ -457,10 +471,10 @@ mod tests {
     #[test]
     fn every_key_gets_exactly_one_class() {
         let mut c = Classifier::new("s", 6);
-        assert_eq!(add(&mut c, result(0, "a", ResultStatus::Ok, 1.0)), Verdict::Chosen);
+        assert_eq!(add(&mut c, result(0, "a", ResultStatus::Ok, 1.0)), Fate::Chosen);
         // Key 1: the same run delivered twice, then a second agreeing run.
         add(&mut c, result(1, "b", ResultStatus::Ok, 2.0));
-        assert_eq!(add(&mut c, result(1, "b", ResultStatus::Ok, 2.0)), Verdict::Extra);
+        assert_eq!(add(&mut c, result(1, "b", ResultStatus::Ok, 2.0)), Fate::Extra);
         add(&mut c, result(1, "c", ResultStatus::Ok, 2.0));
         // Key 2: two runs that disagree.
         add(&mut c, result(2, "d", ResultStatus::Ok, 3.0));
@@ -468,9 +482,9 @@ mod tests {
         // Key 3: failed. Key 4: gave up, then a real result replaces it.
         add(&mut c, result(3, "f", ResultStatus::Failed, 0.0));
         add(&mut c, result(4, "g", ResultStatus::GaveUp, 0.0));
-        assert_eq!(add(&mut c, result(4, "h", ResultStatus::Ok, 4.0)), Verdict::Chosen);
+        assert_eq!(add(&mut c, result(4, "h", ResultStatus::Ok, 4.0)), Fate::Chosen);
         // Key 5: missing. Key 9: phantom.
-        assert_eq!(add(&mut c, result(9, "i", ResultStatus::Ok, 0.0)), Verdict::Phantom);
+        assert_eq!(add(&mut c, result(9, "i", ResultStatus::Ok, 0.0)), Fate::Phantom);
         let r = c.finish(Policy::Real, &mut NoSink);
         assert_eq!((r.done, r.failed, r.conflicts, r.missing), (3, 1, 1, 1));
         assert_eq!(r.done + r.failed + r.conflicts + r.missing, r.submitted);

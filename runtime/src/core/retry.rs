@@ -9,11 +9,7 @@ use tracing::{debug, warn};
 
 use crate::core::{BlobStore, Clock, EntryError, Policy, PutOutcome, Queue, QueueError, Shutdown, StoreError};
 
-/// Most entries in one queue batch call, as on SQS.
-pub const BATCH_MAX: usize = 10;
-
-/// Most bytes in one batch call (and one message), as on SQS since 2025.
-pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+pub use crate::core::seams::{BATCH_BYTES_MAX, BATCH_MAX};
 
 /// Batch calls one role keeps in flight at once: with a 20 ms round trip,
 /// one call at a time would cap a role at 500 messages a second.

@@ -8,6 +8,14 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::sweep::JobSpec;
+
+/// Most entries in one queue batch call, as on SQS.
+pub const BATCH_MAX: usize = 10;
+
+/// Most bytes in one batch call (and one message), as on SQS since 2025.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+
 /// A boxed future, used where a trait method must be object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -16,7 +24,9 @@ pub trait Clock: Send + Sync {
     /// Monotonic milliseconds since an arbitrary origin; used for leases,
     /// heartbeats and timeouts.
     fn mono_ms(&self) -> u64;
-    /// Wall-clock milliseconds since the Unix epoch; used only in records.
+    /// Wall-clock milliseconds since the Unix epoch: used in records, and
+    /// by the embedded queue for visibility deadlines, which must outlive
+    /// the process that set them (a monotonic origin does not).
     fn wall_ms(&self) -> u64;
     /// Sleep for `ms` milliseconds of this clock's time.
     fn sleep(&self, ms: u64) -> BoxFuture<'static, ()>;
@@ -113,7 +123,7 @@ pub trait Queue: Send + Sync {
     fn name(&self) -> &str;
     /// Most entries one batch call takes (SQS: 10).
     fn batch_max(&self) -> usize {
-        crate::core::retry::BATCH_MAX
+        BATCH_MAX
     }
     /// Create the queue with its configured attributes if it does not exist.
     async fn ensure(&self) -> Result<(), QueueError>;
@@ -134,6 +144,11 @@ pub trait Queue: Send + Sync {
     ) -> Result<Vec<Result<(), EntryError>>, QueueError>;
     /// Approximate depths.
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+    /// Whether nothing is visible or in flight, as approximate as
+    /// [`Queue::stats`]; a backend may answer it more cheaply.
+    async fn is_drained(&self) -> Result<bool, QueueError> {
+        Ok(self.stats().await?.is_drained())
+    }
 }
 
 /// The result of a create-only write.
@@ -177,24 +192,38 @@ pub trait BlobStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
-/// What an experiment is asked to run: one job of a sweep.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobSpec {
-    /// The sweep's id.
-    pub sweep: String,
-    /// Dense index of the job in the expanded sweep.
-    pub index: u64,
-    /// Which run of its parameter setting this job is (0-based).
-    pub run: u64,
-    /// Parameter values, by name, in name order.
-    pub params: Vec<(String, crate::sweep::Value)>,
+/// How a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    /// The experiment ran and succeeded.
+    Ok,
+    /// The experiment ran and failed (non-zero exit, could not start).
+    Failed,
+    /// The experiment ran past its timeout and was stopped.
+    TimedOut,
+    /// The job was received more than `max_attempts` times without a result
+    /// (a worker kept dying on it): recorded as dead-lettered, not run again.
+    GaveUp,
+}
+
+impl ResultStatus {
+    /// The name used in reports and the results database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::GaveUp => "gave_up",
+        }
+    }
 }
 
 /// What running one job produced. A failed experiment is an outcome too.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// Whether the experiment succeeded, failed or timed out.
-    pub status: crate::core::ResultStatus,
+    pub status: ResultStatus,
     /// The process exit code, when there was one.
     pub exit_code: Option<i32>,
     /// Standard output parsed as a JSON object of metrics, when it was one.

@@ -3,9 +3,12 @@
 //! The manifest (which defines the submitted keys) is stored create-only
 //! before the first job is sent, and each resubmission round is stored
 //! before any of its jobs is sent. Progress through a round is kept in a
-//! [`SendLog`] after each acknowledged batch, so a rerun sends only what was
-//! not acknowledged; a batch resent after a crash makes duplicates, which
-//! reconciliation detects by key.
+//! [`SendLog`] after each acknowledged group of batches (four rounds of
+//! [`CALLS_IN_FLIGHT`] batches: 1,280 jobs on SQS), so a rerun sends only
+//! what was not acknowledged; a group resent after a crash makes
+//! duplicates, which reconciliation detects by key. Once every job of the
+//! first round is acknowledged, the submitter stores the round's `sent`
+//! marker, which the finish-and-resubmit driver waits for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,15 +41,17 @@ pub struct SubmitStats {
 pub struct Submitter {
     /// The work queue.
     pub jobs: Arc<dyn Queue>,
-    /// The blob store (the ledger).
+    /// The blob store, where the manifest and round records (the ledger)
+    /// are written before any job they name is sent.
     pub store: Arc<dyn BlobStore>,
-    /// Time.
+    /// Backoff between retries.
     pub clock: Arc<dyn Clock>,
-    /// Progress.
+    /// How far each round got, so a restarted submitter resends only the
+    /// last unacknowledged group.
     pub log: Arc<dyn SendLog>,
     /// Which protocol to follow.
     pub policy: Policy,
-    /// Counters.
+    /// Jobs sent, shared with whoever draws progress.
     pub stats: Arc<SubmitStats>,
 }
 
@@ -63,6 +68,9 @@ impl Submitter {
         };
         manifest::publish(&*self.store, &*self.clock, shutdown, &manifest).await?;
         self.send_round(&id, 1, submitted, |i| i, shutdown).await?;
+        // Until this marker is stored, a key not yet sent looks like a lost
+        // one: the finish-and-resubmit driver waits for it.
+        manifest::mark_all_sent(&*self.store, &*self.clock, shutdown, &id, 1, submitted).await?;
         Ok(id)
     }
 
@@ -124,17 +132,28 @@ impl Submitter {
             shutdown,
         };
         let mut pos = self.log.sent(sweep_id, attempt)?;
+        assert!(
+            pos <= len,
+            "the send log says {pos} jobs of {sweep_id} attempt {attempt} were sent, but the round has {len}"
+        );
         // Batches stream out CALLS_IN_FLIGHT at a time; progress is recorded
         // per group of four rounds of them, so the stream drains only once per
         // group, and a crash resends at most one group (duplicates, counted by
         // key: at most 1,280 jobs on SQS).
         let group = (self.jobs.batch_max() * CALLS_IN_FLIGHT * 4) as u64;
         while pos < len {
+            if crate::core::is_stopping(shutdown) {
+                return Err(CallError::Stopped);
+            }
             let end = (pos + group).min(len);
             let bodies: Vec<String> = (pos..end)
                 .map(|p| JobMessage::new(sweep_id, index_at(p), attempt).encode())
                 .collect();
             calls.send_all(&bodies).await?;
+            assert!(
+                pos < end && end <= len,
+                "progress {pos} -> {end} of {len} only grows, within the round"
+            );
             self.log.mark_sent(sweep_id, attempt, end)?;
             self.stats.sent.fetch_add(end - pos, Ordering::Relaxed);
             pos = end;
@@ -168,10 +187,15 @@ impl SendLog for MemSendLog {
     }
 
     fn mark_sent(&self, sweep: &str, attempt: u32, count: u64) -> Result<(), StoreError> {
-        self.sent
+        let before = self
+            .sent
             .lock()
             .expect("log lock")
             .insert((sweep.to_owned(), attempt), count);
+        assert!(
+            before.unwrap_or(0) <= count,
+            "the progress of {sweep} attempt {attempt} went back from {before:?} to {count}"
+        );
         Ok(())
     }
 }

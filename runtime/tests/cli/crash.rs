@@ -10,7 +10,7 @@ use crate::support::{data_arg, report, synthetic_sweep, tally, Scratch};
 
 /// Start `tally run` four times, SIGKILL each at a random moment, then
 /// run it to completion; returns the final JSON report. Resubmission is
-/// off: the protocol itself must lose nothing.
+/// off unless `extra` sets it: the protocol itself must lose nothing.
 fn kill_then_finish(
     name: &str,
     extra: &[&str],
@@ -23,7 +23,9 @@ fn kill_then_finish(
     println!("{name}: seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let scratch = Scratch::new(name);
-    let sweep = scratch.write("kill.toml", &synthetic_sweep(name, 4000, 1));
+    // 4,000 jobs of 2 ms on 4 workers take about two seconds: longer than
+    // the latest kill, so the first run at least is always killed.
+    let sweep = scratch.write("kill.toml", &synthetic_sweep(name, 4000, 2));
     let data = scratch.path("data");
     let mut args: Vec<String> = [
         "run",
@@ -35,7 +37,9 @@ fn kill_then_finish(
     ]
     .map(String::from)
     .to_vec();
-    args.extend(["--resubmit-rounds", "0"].map(String::from));
+    if !extra.contains(&"--resubmit-rounds") {
+        args.extend(["--resubmit-rounds", "0"].map(String::from));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut kills = 0;
     for _ in 0..4 {
@@ -51,6 +55,7 @@ fn kill_then_finish(
         }
         child.wait()?;
     }
+    anyhow::ensure!(kills > 0, "{name}: no run was killed, so this run proves nothing");
     let out = tally().args(&args).output()?;
     let r = report(&data)?;
     println!(
@@ -80,6 +85,24 @@ fn the_sigkill_test_catches_the_naive_protocol() -> anyhow::Result<()> {
     assert!(
         r["missing"].as_u64().unwrap_or(0) > 0,
         "naive deletes before delivering, so kills lose jobs: {r}"
+    );
+    Ok(())
+}
+
+/// What the naive protocol loses, the finish-and-resubmit driver finds
+/// missing once the queues drain and sends again.
+#[test]
+fn resubmission_recovers_what_the_naive_protocol_lost_to_kills() -> anyhow::Result<()> {
+    let r = kill_then_finish(
+        "sigkill-naive-resubmit",
+        &["--policy", "naive", "--resubmit-rounds", "3"],
+        200..700,
+    )?;
+    assert_eq!(r["missing"], 0, "{r}");
+    assert_eq!(r["done"], r["submitted"], "{r}");
+    assert!(
+        r["rounds"].as_u64().unwrap_or(0) >= 1,
+        "something was lost and resent: {r}"
     );
     Ok(())
 }

@@ -163,7 +163,7 @@ fn check_batch<T>(entries: &[T]) -> Result<(), QueueError> {
 /// Every queue of one simulated SQS region.
 ///
 /// `now_ms` is the simulation's elapsed time in milliseconds: inside a host
-/// [`crate::clock::sim_now_ms`], outside (a fault injector between steps)
+/// [`crate::doubles::clock::sim_now_ms`], outside (a fault injector between steps)
 /// `sim.elapsed().as_millis()`. It must never go backwards.
 pub struct SqsModel {
     queues: BTreeMap<String, QueueState>,

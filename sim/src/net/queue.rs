@@ -15,7 +15,7 @@ use turmoil::net::UdpSocket;
 use super::rpc::{self, Caller, Lost};
 use super::wire::{from_wire_statuses, to_wire_statuses, WireQueueError, WireReceived, WireStatuses};
 use super::{RpcConfig, SharedSqs, SQS_PORT, WAIT_MAX_MS};
-use crate::clock::sim_now_ms;
+use crate::doubles::clock::sim_now_ms;
 use crate::hosts::{QueueAttrs, SqsModel};
 
 /// A request. Borrowed where the client sends it (nothing is copied to

@@ -13,7 +13,7 @@ use turmoil::net::UdpSocket;
 
 use super::wire::Frame;
 use super::{RpcConfig, FRAME_BYTES_MAX};
-use crate::clock::sim_now_ms;
+use crate::doubles::clock::sim_now_ms;
 
 thread_local! {
     /// Where datagrams land before they are decoded. One per thread (a

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tally::core::{BlobStore, PutOutcome, Queue, QueueError, StoreError};
 
 use super::*;
-use crate::clock::sim_now_ms;
+use crate::doubles::clock::sim_now_ms;
 use crate::hosts::{QueueAttrs, S3Faults, S3Model, SqsFaults, SqsModel};
 
 /// A simulation with an SQS host and an S3 host already serving.
@@ -266,7 +266,7 @@ fn tallys_resilient_calls_get_every_body_accepted_through_a_queue_deletion_and_a
     sqs.borrow_mut().set_observer(Box::new(Accepted(Rc::clone(&accepted))));
     sim.client("submitter", async {
         let queue = jobs();
-        let clock = crate::clock::SimClock::new();
+        let clock = crate::doubles::clock::SimClock::new();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let calls = tally::core::retry::Calls {
             queue: &queue,

@@ -8,11 +8,11 @@
 //! - [`ledger::SqliteSendLog`]: the submitter's progress.
 
 pub mod clock;
-pub mod ledger;
 pub mod queue;
+pub mod send_log;
 pub mod store;
 
 pub use clock::SystemClock;
-pub use ledger::SqliteSendLog;
 pub use queue::{QueueConfig, SqliteQueue, SqliteQueues};
+pub use send_log::SqliteSendLog;
 pub use store::DirStore;

@@ -239,16 +239,6 @@ impl SqliteQueue {
             .ok_or_else(|| missing(&self.name))
     }
 
-    /// True when the queue holds no message at all, visible or not. Unlike
-    /// [`Queue::stats`] it costs one index probe, not a count.
-    pub fn is_empty(&self) -> Result<bool, QueueError> {
-        let conn = self.db.conn.lock().expect("queue lock");
-        self.attrs(&conn)?;
-        conn.prepare_cached("SELECT NOT EXISTS(SELECT 1 FROM messages WHERE queue=?1)")
-            .and_then(|mut s| s.query_row([&self.name], |r| r.get::<_, bool>(0)))
-            .map_err(sql_err)
-    }
-
     fn try_receive(&self, max: usize, visibility_ms: u64) -> Result<Vec<Received>, QueueError> {
         let now = self.db.clock.wall_ms() as i64;
         let mut conn = self.db.conn.lock().expect("queue lock");
@@ -469,6 +459,16 @@ impl Queue for SqliteQueue {
             true,
             until as i64,
         )
+    }
+
+    /// One index probe, not a count: the driver asks it every tick of a
+    /// sweep whose queue may hold millions of jobs.
+    async fn is_drained(&self) -> Result<bool, QueueError> {
+        let conn = self.db.conn.lock().expect("queue lock");
+        self.attrs(&conn)?;
+        conn.prepare_cached("SELECT NOT EXISTS(SELECT 1 FROM messages WHERE queue=?1)")
+            .and_then(|mut s| s.query_row([&self.name], |r| r.get::<_, bool>(0)))
+            .map_err(sql_err)
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -4,6 +4,9 @@
 //! file, then defaults. The AWS backend is checked before use, so a wrong
 //! endpoint, region, bucket or credentials is one clear sentence.
 
+#[cfg(feature = "aws")]
+mod aws;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -209,7 +212,7 @@ impl Backend {
                 })
             }
             #[cfg(feature = "aws")]
-            BackendKind::Aws => super::backend_aws::open(settings).await,
+            BackendKind::Aws => aws::open(settings).await,
             #[cfg(not(feature = "aws"))]
             BackendKind::Aws => Err(UserError::bad_input(
                 "this tally was built without the `aws` feature; rebuild with default features to use --backend aws",
@@ -239,15 +242,16 @@ impl Backend {
         }
     }
 
-    /// The submitter's progress: the data directory's ledger (local), or a
-    /// SQLite file in the state directory (AWS).
+    /// The submitter's progress: the data directory's send log (local), or
+    /// a SQLite file in the state directory (AWS).
     pub fn send_log(&self) -> anyhow::Result<Arc<dyn SendLog>> {
         if let Some(local) = &self.local {
             return Ok(local.log.clone());
         }
         let dir = &self.settings.state_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-        let log = SqliteSendLog::open(&dir.join("submit-ledger.sqlite")).context("cannot open the submit ledger")?;
+        let log = SqliteSendLog::open_renaming(&dir.join("send-log.sqlite"), &dir.join("submit-ledger.sqlite"))
+            .context("cannot open the submitter's send log")?;
         Ok(Arc::new(log))
     }
 

@@ -12,8 +12,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::core::message::ResultView;
-use crate::core::{ResultMessage, ResultStatus};
+use super::{ResultMessage, ResultStatus, ResultView};
 
 /// A position in a body being read.
 struct Cursor<'a> {

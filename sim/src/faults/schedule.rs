@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::Resolved;
+use crate::faults::scenario::Resolved;
 
 /// Host names.
 pub mod hosts {
@@ -57,7 +57,7 @@ pub enum Fault {
         /// The host.
         host: String,
         /// The protocol step.
-        step: crate::tripwire::Step,
+        step: crate::faults::tripwire::Step,
         /// How long it stays down.
         down_ms: u64,
     },
@@ -73,7 +73,7 @@ pub enum Fault {
 pub struct Event {
     /// When, simulated ms from the start.
     pub at_ms: u64,
-    /// What.
+    /// The fault itself.
     #[serde(flatten)]
     pub fault: Fault,
 }
@@ -97,82 +97,16 @@ pub const JOBS_QUEUE: &str = "tally-jobs";
 pub const RESULTS_QUEUE: &str = "tally-results";
 
 impl Schedule {
-    /// Draw the faults of `resolved` from `seed`.
+    /// Draw the faults of `resolved` from `seed`. The draws are made in a
+    /// fixed order (crashes, aimed crashes, partitions, deletions), so a
+    /// seed names the same schedule in every build.
     pub fn draw(resolved: &Resolved, seed: u64, policy: tally::core::Policy) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xfa17_5eed);
-        let s = &resolved.scenario;
-        let span = s.fault_ms.max(1);
         let mut events = Vec::new();
-        let crash = |rng: &mut ChaCha8Rng, host: String| Event {
-            at_ms: rng.random_range(0..span),
-            fault: Fault::Crash {
-                host,
-                down_ms: rng.random_range(100..5_000),
-            },
-        };
-        for _ in 0..resolved.worker_crashes {
-            let k = rng.random_range(0..s.workers);
-            events.push(crash(&mut rng, hosts::worker(k)));
-        }
-        for (n, host) in [
-            (resolved.aggregator_crashes, hosts::AGGREGATOR),
-            (resolved.submitter_crashes, hosts::SUBMITTER),
-            (resolved.reconciler_crashes, hosts::RECONCILER),
-        ] {
-            for _ in 0..n {
-                events.push(crash(&mut rng, host.to_owned()));
-            }
-        }
-        for _ in 0..resolved.step_crashes {
-            use crate::tripwire::Step;
-            let (host, step) = match rng.random_range(0..4) {
-                0 | 1 => (hosts::worker(rng.random_range(0..s.workers)), Step::ResultsSent),
-                2 => (hosts::AGGREGATOR.to_owned(), Step::SegmentStored),
-                _ => (hosts::SUBMITTER.to_owned(), Step::JobsSent),
-            };
-            let down_ms = rng.random_range(100..5_000);
-            events.push(Event {
-                at_ms: rng.random_range(0..span),
-                fault: Fault::CrashAt { host, step, down_ms },
-            });
-        }
-        let roles: Vec<String> = (0..s.workers)
-            .map(hosts::worker)
-            .chain([hosts::AGGREGATOR, hosts::SUBMITTER, hosts::RECONCILER].map(String::from))
-            .collect();
-        for (n, oneway) in [(resolved.partitions, false), (resolved.oneway_partitions, true)] {
-            for _ in 0..n {
-                let role = roles[rng.random_range(0..roles.len())].clone();
-                let service = if rng.random_bool(0.7) { hosts::SQS } else { hosts::S3 }.to_owned();
-                let (a, b) = if oneway && rng.random_bool(0.5) {
-                    (service, role)
-                } else {
-                    (role, service)
-                };
-                events.push(Event {
-                    at_ms: rng.random_range(0..span),
-                    fault: Fault::Partition {
-                        a,
-                        b,
-                        ms: rng.random_range(200..8_000),
-                        oneway,
-                    },
-                });
-            }
-        }
-        for (n, queue) in [
-            (resolved.jobs_queue_deletions, JOBS_QUEUE),
-            (resolved.results_queue_deletions, RESULTS_QUEUE),
-        ] {
-            for _ in 0..n {
-                events.push(Event {
-                    at_ms: rng.random_range(0..span),
-                    fault: Fault::DeleteQueue {
-                        queue: queue.to_owned(),
-                    },
-                });
-            }
-        }
+        draw_crashes(&mut rng, resolved, &mut events);
+        draw_aimed_crashes(&mut rng, resolved, &mut events);
+        draw_partitions(&mut rng, resolved, &mut events);
+        draw_deletions(&mut rng, resolved, &mut events);
         events.sort_by(|a, b| {
             a.at_ms
                 .cmp(&b.at_ms)
@@ -197,10 +131,104 @@ impl Schedule {
     }
 }
 
+/// When a fault strikes: anywhere in the fault phase.
+fn draw_at(rng: &mut ChaCha8Rng, resolved: &Resolved) -> u64 {
+    rng.random_range(0..resolved.scenario.fault_ms.max(1))
+}
+
+/// Timed crashes of workers, then of the aggregator, submitter and reconciler.
+fn draw_crashes(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Event>) {
+    let crash = |rng: &mut ChaCha8Rng, host: String| Event {
+        at_ms: draw_at(rng, resolved),
+        fault: Fault::Crash {
+            host,
+            down_ms: rng.random_range(100..5_000),
+        },
+    };
+    for _ in 0..resolved.worker_crashes {
+        let k = rng.random_range(0..resolved.scenario.workers);
+        events.push(crash(rng, hosts::worker(k)));
+    }
+    for (n, host) in [
+        (resolved.aggregator_crashes, hosts::AGGREGATOR),
+        (resolved.submitter_crashes, hosts::SUBMITTER),
+        (resolved.reconciler_crashes, hosts::RECONCILER),
+    ] {
+        for _ in 0..n {
+            events.push(crash(rng, host.to_owned()));
+        }
+    }
+}
+
+/// Crashes aimed at protocol steps.
+fn draw_aimed_crashes(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Event>) {
+    use crate::faults::tripwire::Step;
+    for _ in 0..resolved.step_crashes {
+        let (host, step) = match rng.random_range(0..4) {
+            0 | 1 => (
+                hosts::worker(rng.random_range(0..resolved.scenario.workers)),
+                Step::ResultsSent,
+            ),
+            2 => (hosts::AGGREGATOR.to_owned(), Step::SegmentStored),
+            _ => (hosts::SUBMITTER.to_owned(), Step::JobsSent),
+        };
+        let down_ms = rng.random_range(100..5_000);
+        events.push(Event {
+            at_ms: draw_at(rng, resolved),
+            fault: Fault::CrashAt { host, step, down_ms },
+        });
+    }
+}
+
+/// Two-way, then one-way partitions between a role and SQS or S3.
+fn draw_partitions(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Event>) {
+    let roles: Vec<String> = (0..resolved.scenario.workers)
+        .map(hosts::worker)
+        .chain([hosts::AGGREGATOR, hosts::SUBMITTER, hosts::RECONCILER].map(String::from))
+        .collect();
+    for (n, oneway) in [(resolved.partitions, false), (resolved.oneway_partitions, true)] {
+        for _ in 0..n {
+            let role = roles[rng.random_range(0..roles.len())].clone();
+            let service = if rng.random_bool(0.7) { hosts::SQS } else { hosts::S3 }.to_owned();
+            let (a, b) = if oneway && rng.random_bool(0.5) {
+                (service, role)
+            } else {
+                (role, service)
+            };
+            events.push(Event {
+                at_ms: draw_at(rng, resolved),
+                fault: Fault::Partition {
+                    a,
+                    b,
+                    ms: rng.random_range(200..8_000),
+                    oneway,
+                },
+            });
+        }
+    }
+}
+
+/// Deletions of the work queue, then of the results queue.
+fn draw_deletions(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Event>) {
+    for (n, queue) in [
+        (resolved.jobs_queue_deletions, JOBS_QUEUE),
+        (resolved.results_queue_deletions, RESULTS_QUEUE),
+    ] {
+        for _ in 0..n {
+            events.push(Event {
+                at_ms: draw_at(rng, resolved),
+                fault: Fault::DeleteQueue {
+                    queue: queue.to_owned(),
+                },
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{FaultSpec, Scenario};
+    use crate::faults::scenario::{FaultSpec, Scenario};
 
     #[test]
     fn a_schedule_is_a_function_of_the_seed_and_round_trips_through_toml() {

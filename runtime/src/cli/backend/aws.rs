@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::config::ProvideCredentials;
 
+use super::{Backend, Settings};
 use crate::adapters::aws::queue::DeadLetter;
 use crate::adapters::aws::{self, AwsConfig, S3Store, SqsQueue, SqsQueueConfig};
 use crate::adapters::local::SystemClock;
-use crate::cli::backend::{Backend, Settings};
 use crate::cli::local::REDRIVE_RECEIVES;
 use crate::cli::UserError;
 use crate::core::{BlobStore, Clock, Queue, QueueError, StoreError};

@@ -221,11 +221,11 @@ impl Oracle {
 }
 
 /// Feeds the simulated SQS host's events to the oracle and the trace.
-pub struct SqsWitness(pub SharedOracle, pub crate::trace::SharedTrace);
+pub struct SqsWitness(pub SharedOracle, pub crate::checker::trace::SharedTrace);
 
 impl SqsWitness {
     fn note(&self, what: &str, queue: &str, body: &str, n: u32) {
-        let now = crate::clock::sim_now_ms();
+        let now = crate::doubles::clock::sim_now_ms();
         self.1.lock().expect("trace lock").message(now, what, queue, body, n);
     }
 }

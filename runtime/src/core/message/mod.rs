@@ -2,9 +2,13 @@
 //! version, and a type tag, so foreign or corrupt messages are recognised
 //! and quarantined instead of being misread.
 
+mod layout;
+
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::core::seams::ResultStatus;
 
 /// The wire format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -42,7 +46,7 @@ impl JobMessage {
 
     /// Decode a body, or say why it is not a job message of this format.
     pub fn decode(body: &str) -> Result<Self, String> {
-        let msg: Self = match crate::core::layout::job(body) {
+        let msg: Self = match layout::job(body) {
             Some((tally, sweep, index, attempt)) => Self {
                 tally,
                 sweep: sweep.to_owned(),
@@ -58,33 +62,6 @@ impl JobMessage {
             ));
         }
         Ok(msg)
-    }
-}
-
-/// How a job ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResultStatus {
-    /// The experiment ran and succeeded.
-    Ok,
-    /// The experiment ran and failed (non-zero exit, could not start).
-    Failed,
-    /// The experiment ran past its timeout and was stopped.
-    TimedOut,
-    /// The job was received more than `max_attempts` times without a result
-    /// (a worker kept dying on it): recorded as dead-lettered, not run again.
-    GaveUp,
-}
-
-impl ResultStatus {
-    /// The name used in reports and the results database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::GaveUp => "gave_up",
-        }
     }
 }
 
@@ -113,7 +90,7 @@ pub struct ResultMessage {
     /// How long the experiment took, ms.
     pub duration_ms: u64,
     /// What the experiment produced.
-    pub outcome: crate::core::Outcome,
+    pub outcome: crate::core::seams::Outcome,
 }
 
 /// The wire form of a [`ResultMessage`]. Written out field by field rather
@@ -190,7 +167,7 @@ impl<'a> ResultView<'a> {
     /// Read the view of a body, or say why it is not a result message of
     /// this format. Accepts exactly what [`ResultMessage::decode`] accepts.
     pub fn decode(body: &'a str) -> Result<Self, String> {
-        let view = match crate::core::layout::result_view(body) {
+        let view = match layout::result_view(body) {
             Some(view) => view,
             None => serde_json::from_str(body).map_err(|e| format!("not a tally result message: {e}"))?,
         };
@@ -241,7 +218,7 @@ impl From<FlatResult> for ResultMessage {
             worker: f.worker,
             started_ms: f.started_ms,
             duration_ms: f.duration_ms,
-            outcome: crate::core::Outcome {
+            outcome: crate::core::seams::Outcome {
                 status: f.status,
                 exit_code: f.exit_code,
                 metrics: f.metrics,
@@ -277,7 +254,7 @@ impl Serialize for ResultMessage {
 impl ResultMessage {
     /// Encode as the message body.
     pub fn encode(&self) -> String {
-        crate::core::layout::write_result(self)
+        layout::write_result(self)
             .unwrap_or_else(|| serde_json::to_string(self).expect("a result message always serialises"))
     }
 
@@ -304,7 +281,7 @@ impl ResultMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Outcome;
+    use crate::core::seams::Outcome;
 
     fn result(metrics: serde_json::Value, worker: &str) -> ResultMessage {
         ResultMessage {

@@ -57,7 +57,7 @@ impl Clock for StillClock {
         0
     }
     fn wall_ms(&self) -> u64 {
-        crate::clock::EPOCH_MS
+        crate::doubles::clock::EPOCH_MS
     }
     fn sleep(&self, _ms: u64) -> BoxFuture<'static, ()> {
         Box::pin(std::future::ready(()))

@@ -13,13 +13,16 @@
 //! does not name, a phantom, a corrupted payload, or a job not final after
 //! the healed phase.
 
+pub mod oracle;
+pub mod trace;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tally::core::reconciler::{KeyClass, RecordSink, Report, Verdict as RecordVerdict};
+use tally::core::reconciler::{Fate, KeyClass, RecordSink, Report};
 use tally::core::{ResultStatus, ResultView};
 
-use crate::oracle::{run_hash, Oracle, RunSet};
+use crate::checker::oracle::{run_hash, Oracle, RunSet};
 
 /// What the results database recorded, gathered while reconciling.
 pub struct Recorder {
@@ -50,7 +53,7 @@ impl Recorder {
 }
 
 impl RecordSink for Recorder {
-    fn record(&mut self, r: &ResultView<'_>, _body: &str, _verdict: RecordVerdict) {
+    fn record(&mut self, r: &ResultView<'_>, _body: &str, _verdict: Fate) {
         if r.sweep != self.sweep || r.index >= self.jobs {
             self.phantoms += 1;
             return;
@@ -83,6 +86,7 @@ pub struct Violation {
 
 /// Jepsen-style key classes, with detection made explicit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Classes {
     /// Exactly one run recorded, and it is the row.
     pub ok: u64,

@@ -21,6 +21,19 @@ fn store_err(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteSendLog {
+    /// Open (creating) the log at `path`, first moving a log kept under
+    /// the name earlier versions used (`old`) to `path`, so a sweep started
+    /// by one of them resumes where it was.
+    pub fn open_renaming(path: &Path, old: &Path) -> Result<Self, StoreError> {
+        if old.exists() && !path.exists() {
+            std::fs::rename(old, path).map_err(|e| StoreError::Permanent {
+                code: "RenameFailed".into(),
+                message: format!("cannot rename {} to {}: {e}", old.display(), path.display()),
+            })?;
+        }
+        Self::open(path)
+    }
+
     /// Open (creating) the log at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(store_err)?;
@@ -36,7 +49,7 @@ impl SqliteSendLog {
 
 impl SendLog for SqliteSendLog {
     fn sent(&self, sweep: &str, attempt: u32) -> Result<u64, StoreError> {
-        let conn = self.conn.lock().expect("ledger lock");
+        let conn = self.conn.lock().expect("send log lock");
         let count: Option<i64> = conn
             .query_row(
                 "SELECT count FROM sent WHERE sweep=?1 AND attempt=?2",
@@ -49,7 +62,7 @@ impl SendLog for SqliteSendLog {
     }
 
     fn mark_sent(&self, sweep: &str, attempt: u32, count: u64) -> Result<(), StoreError> {
-        let conn = self.conn.lock().expect("ledger lock");
+        let conn = self.conn.lock().expect("send log lock");
         conn.prepare_cached(
             "INSERT INTO sent(sweep, attempt, count) VALUES(?1, ?2, ?3)
              ON CONFLICT(sweep, attempt) DO UPDATE SET count=excluded.count",
