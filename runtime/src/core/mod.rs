@@ -9,6 +9,7 @@ pub mod driver;
 pub mod manifest;
 pub mod message;
 pub mod policy;
+pub mod quarantine;
 pub mod reconciler;
 pub mod retry;
 pub mod seams;

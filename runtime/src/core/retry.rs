@@ -213,6 +213,7 @@ pub fn chunks_by_limits(bodies: &[String], entries_max: usize) -> Vec<&[String]>
     for (i, body) in bodies.iter().enumerate() {
         let full = i - start == entries_max || (i > start && bytes + body.len() > BATCH_BYTES_MAX);
         if full {
+            assert_within_limits(i - start, bytes, entries_max);
             out.push(&bodies[start..i]);
             start = i;
             bytes = 0;
@@ -220,9 +221,20 @@ pub fn chunks_by_limits(bodies: &[String], entries_max: usize) -> Vec<&[String]>
         bytes += body.len();
     }
     if start < bodies.len() {
+        assert_within_limits(bodies.len() - start, bytes, entries_max);
         out.push(&bodies[start..]);
     }
     out
+}
+
+/// A batch the queue would refuse as a whole is a bug here, not the
+/// queue's to report; only a single body over the byte limit may travel
+/// alone (the queue then refuses that one entry).
+fn assert_within_limits(entries: usize, bytes: usize, entries_max: usize) {
+    assert!(
+        (1..=entries_max).contains(&entries) && (entries == 1 || bytes <= BATCH_BYTES_MAX),
+        "a batch of {entries} entries and {bytes} bytes breaks the limits of {entries_max} entries and {BATCH_BYTES_MAX} bytes"
+    );
 }
 
 /// Store calls with retries on transient errors.

@@ -1,0 +1,203 @@
+//! The aggregator: gather results into segments, store each segment
+//! create-only, and only then delete its result messages.
+//!
+//! A crash before the upload loses nothing (the messages reappear once
+//! their visibility lapses); a crash between the upload and the deletes
+//! makes duplicates, which reconciliation detects by key and run id.
+//!
+//! Receives run continuously (`receivers` of them, each replaced as soon as
+//! it returns) and the deletes of a stored segment's messages run alongside
+//! them, so neither a slow receive nor deleting holds up gathering.
+//!
+//! The decisions live in [`machine`] (a [`machine::Gatherer`]); this module
+//! is the executor around it: it keeps the receives and the deletes in
+//! flight and performs the machine's actions through [`Calls`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::core::quarantine::quarantine;
+use crate::core::retry::{put_if_absent_retrying, CallError, Calls};
+use crate::core::seams::BoxFuture;
+use crate::core::{BlobStore, Clock, Policy, Queue, Received, Shutdown};
+
+pub mod machine;
+
+use machine::{Action, Gatherer};
+
+/// How an aggregator behaves.
+#[derive(Clone, Debug)]
+pub struct AggregatorConfig {
+    /// Names this aggregator incarnation in the segments it writes.
+    pub id: String,
+    /// Visibility timeout for held result messages.
+    pub visibility_ms: u64,
+    /// Long-poll wait per receive.
+    pub wait_ms: u64,
+    /// Store a segment once it holds this many records...
+    pub segment_records_max: usize,
+    /// ...or once its oldest record is this old.
+    pub segment_age_max_ms: u64,
+    /// Receives in flight at once (each returns up to a batch).
+    pub receivers: usize,
+    /// Which protocol to follow.
+    pub policy: Policy,
+}
+
+impl AggregatorConfig {
+    /// Defaults for an aggregator called `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            visibility_ms: 120_000,
+            wait_ms: 1_000,
+            segment_records_max: 10_000,
+            segment_age_max_ms: 2_000,
+            receivers: 8,
+            policy: Policy::Real,
+        }
+    }
+}
+
+/// Counters an aggregator keeps.
+#[derive(Debug, Default)]
+pub struct AggregatorStats {
+    /// Records stored in segments.
+    pub stored: AtomicU64,
+    /// Segments stored.
+    pub segments: AtomicU64,
+    /// Messages moved to quarantine.
+    pub quarantined: AtomicU64,
+    /// Records held, not yet stored.
+    pub buffered: AtomicU64,
+}
+
+/// Everything an aggregator talks to.
+pub struct Aggregator {
+    /// The results queue.
+    pub results: Arc<dyn Queue>,
+    /// Where segments go.
+    pub store: Arc<dyn BlobStore>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Behaviour.
+    pub config: AggregatorConfig,
+    /// Counters.
+    pub stats: Arc<AggregatorStats>,
+}
+
+/// Deletes in flight; on failure they hand back their handles.
+type Deleting<'a> = BoxFuture<'a, Result<usize, (CallError, Vec<String>)>>;
+
+impl Aggregator {
+    /// Gather and store results until `shutdown` says stop, then store what
+    /// is held and return.
+    pub async fn run(&self, shutdown: Shutdown) -> Result<(), CallError> {
+        let mut gatherer = Gatherer::new(self.config.clone());
+        let calls = Calls {
+            queue: &*self.results,
+            clock: &*self.clock,
+            policy: self.config.policy,
+            shutdown: &shutdown,
+        };
+        let receive = |wait_ms: u64| {
+            calls.call(move || {
+                self.results
+                    .receive(self.results.batch_max(), self.config.visibility_ms, wait_ms)
+            })
+        };
+        // Receives run continuously, each replaced as it returns, and the
+        // deletes of the last stored segment run alongside them.
+        let mut receiving = FuturesUnordered::new();
+        let mut deleting: Option<Deleting<'_>> = None;
+        loop {
+            if crate::core::is_stopping(&shutdown) {
+                gatherer.stop();
+            } else {
+                while receiving.len() < self.config.receivers.max(1) {
+                    receiving.push(receive(gatherer.wait_ms(self.clock.mono_ms())));
+                }
+            }
+            if deleting.is_none() {
+                if let Some(handles) = gatherer.next_deletes() {
+                    let calls = &calls;
+                    deleting = Some(Box::pin(async move {
+                        calls.delete_all(&handles).await.map_err(|e| (e, handles))
+                    }));
+                }
+            }
+            if receiving.is_empty() && deleting.is_none() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                deleted = async { deleting.as_mut().expect("guarded").await }, if deleting.is_some() => {
+                    deleting = None;
+                    match deleted {
+                        Ok(_) => gatherer.deleted(),
+                        Err((CallError::Stopped, handles)) => gatherer.delete_stopped(handles),
+                        Err((e, _)) => return Err(e),
+                    }
+                }
+                Some(received) = receiving.next() => {
+                    let msgs = match received {
+                        Ok(msgs) => msgs,
+                        Err(CallError::Stopped) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    self.take(&mut gatherer, msgs, &calls).await?;
+                }
+            }
+        }
+        // Storing what is held, and deleting what is stored, continue
+        // through the stop.
+        let (_tx, never) = tokio::sync::watch::channel(false);
+        let calls = Calls {
+            shutdown: &never,
+            ..calls
+        };
+        let actions = gatherer.finish();
+        self.perform(&mut gatherer, actions, &calls).await
+    }
+
+    /// Hand received messages to the gatherer, then let it look at the
+    /// time (after the receipt's own calls, as a segment may have aged).
+    async fn take(&self, gatherer: &mut Gatherer, msgs: Vec<Received>, calls: &Calls<'_>) -> Result<(), CallError> {
+        let actions = gatherer.received(msgs, self.clock.mono_ms());
+        self.perform(gatherer, actions, calls).await?;
+        let actions = gatherer.tick(self.clock.mono_ms());
+        self.perform(gatherer, actions, calls).await
+    }
+
+    /// Perform `actions` in order, and those that stored segments lead to.
+    async fn perform(&self, gatherer: &mut Gatherer, actions: Vec<Action>, calls: &Calls<'_>) -> Result<(), CallError> {
+        let mut todo = VecDeque::from(actions);
+        while let Some(action) = todo.pop_front() {
+            match action {
+                Action::Quarantine { msg, reason } => {
+                    let (store, clock, policy) = (&*self.store, &*self.clock, self.config.policy);
+                    quarantine(store, clock, &*self.results, &msg, &reason, policy, calls.shutdown).await?;
+                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                }
+                Action::Delete(handles) => {
+                    calls.delete_all(&handles).await?;
+                }
+                Action::Store { key, bytes, records } => {
+                    put_if_absent_retrying(&*self.store, &*self.clock, calls.shutdown, &key, &bytes).await?;
+                    self.stats.segments.fetch_add(1, Ordering::Relaxed);
+                    self.stats.stored.fetch_add(records as u64, Ordering::Relaxed);
+                    todo.extend(gatherer.stored());
+                }
+                Action::Extend { handles, visibility_ms } => {
+                    calls.change_visibility_all(&handles, visibility_ms).await?;
+                }
+            }
+        }
+        let buffered = gatherer.buffered() as u64;
+        self.stats.buffered.store(buffered, Ordering::Relaxed);
+        Ok(())
+    }
+}
