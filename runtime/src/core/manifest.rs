@@ -196,7 +196,13 @@ pub type ExperimentFactory = Arc<dyn Fn(&Sweep) -> Arc<dyn Experiment> + Send + 
 pub struct ManifestCache {
     factory: ExperimentFactory,
     entries: Mutex<BTreeMap<String, Option<Arc<Loaded>>>>,
+    /// Per sweep: whether it is cancelled, and when that was last asked.
+    cancels: Mutex<BTreeMap<String, (bool, u64)>>,
 }
+
+/// How often a worker asks again whether a sweep it runs was cancelled: a
+/// cancel takes effect within this long, at one read per sweep per period.
+pub const CANCEL_RECHECK_MS: u64 = 10_000;
 
 impl ManifestCache {
     /// An empty cache using `factory` to build experiments.
@@ -204,7 +210,32 @@ impl ManifestCache {
         Self {
             factory,
             entries: Mutex::new(BTreeMap::new()),
+            cancels: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Whether `sweep_id` was cancelled, asked of the store at most every
+    /// [`CANCEL_RECHECK_MS`] (a cancellation is final, so once seen it is
+    /// never asked again).
+    pub async fn cancelled(
+        &self,
+        store: &dyn BlobStore,
+        clock: &dyn Clock,
+        shutdown: &Shutdown,
+        sweep_id: &str,
+    ) -> Result<bool, CallError> {
+        let now = clock.mono_ms();
+        if let Some(&(cancelled, asked_ms)) = self.cancels.lock().expect("cache lock").get(sweep_id) {
+            if cancelled || now < asked_ms + CANCEL_RECHECK_MS {
+                return Ok(cancelled);
+            }
+        }
+        let cancelled = is_cancelled(store, clock, shutdown, sweep_id).await?;
+        self.cancels
+            .lock()
+            .expect("cache lock")
+            .insert(sweep_id.to_owned(), (cancelled, now));
+        Ok(cancelled)
     }
 
     /// The loaded sweep for `sweep_id`, fetching it on first use.

@@ -103,3 +103,56 @@ fn ctrl_c_stops_watch_at_once_with_exit_130() -> anyhow::Result<()> {
     }
     anyhow::bail!("tally reconcile --watch did not stop within five seconds of SIGINT")
 }
+
+#[test]
+fn an_edited_sweep_names_the_earlier_version_and_cancel_drops_its_jobs_unrun() -> anyhow::Result<()> {
+    let scratch = Scratch::new("cancel");
+    let data = scratch.path("data");
+    let local = ["--backend", "local", "--data", &data_arg(&data)];
+    let old = scratch.write("s.toml", &synthetic_sweep("edited", 60, 0));
+    let submit = run(&[&["submit", &old.display().to_string()][..], &local].concat());
+    assert!(submit.status.success(), "{}", String::from_utf8_lossy(&submit.stderr));
+    let status = String::from_utf8_lossy(&run(&["status", "--data", &data_arg(&data)]).stdout).into_owned();
+    let old_id = status
+        .split_whitespace()
+        .find(|w| w.starts_with("edited-"))
+        .map(|w| w.trim_end_matches(':').to_owned())
+        .ok_or_else(|| anyhow::anyhow!("status names no sweep: {status}"))?;
+
+    // The same file, edited: a new sweep, and tally run says so.
+    let new = scratch.write("s.toml", &synthetic_sweep("edited", 40, 0));
+    let cancel = run(&[&["cancel", "--sweep", &old_id][..], &local].concat());
+    assert!(cancel.status.success(), "{}", String::from_utf8_lossy(&cancel.stderr));
+    let out = run(&["run", &new.display().to_string(), "--data", &data_arg(&data)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("tally cancel"),
+        "a cancelled version is not brought up again: {stderr}"
+    );
+
+    let out = run(&["report", "--json", "--sweep", &old_id, "--data", &data_arg(&data)]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(r["cancelled"], 60, "the old version's jobs were dropped unrun: {r}");
+    assert_eq!(r["done"], 0, "{r}");
+    assert_eq!(r["missing"], 0, "{r}");
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    Ok(())
+}
+
+#[test]
+fn running_an_edited_sweep_file_names_the_earlier_version_and_how_to_cancel_it() -> anyhow::Result<()> {
+    let scratch = Scratch::new("edited");
+    let data = scratch.path("data");
+    let file = scratch.write("s.toml", &synthetic_sweep("again", 20, 0));
+    assert!(run(&["run", &file.display().to_string(), "--data", &data_arg(&data)])
+        .status
+        .success());
+    let file = scratch.write("s.toml", &synthetic_sweep("again", 30, 0));
+    let out = run(&["run", &file.display().to_string(), "--data", &data_arg(&data)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the sweep file changed"), "{stderr}");
+    assert!(stderr.contains("tally cancel --sweep again-"), "{stderr}");
+    Ok(())
+}

@@ -20,21 +20,32 @@ pub enum Decision {
     GiveUp(JobMessage),
     /// Move it to quarantine, for this reason.
     Quarantine(String),
+    /// Delete it unrun: its sweep was cancelled (the reconciler counts the
+    /// key as cancelled, not missing).
+    Drop,
 }
 
-/// Decide what to do with a received job message, given the sweep's size
-/// and attempt limit (`None` when the sweep has no manifest).
+/// Decide what to do with a received job message of a sweep that is not
+/// cancelled, given the sweep's size and attempt limit (`None` when the
+/// sweep has no manifest).
 pub fn decide(msg: &Received, sweep: Option<(u64, u32)>) -> Decision {
-    decide_decoded(JobMessage::decode(&msg.body), msg.receive_count, sweep)
+    decide_decoded(JobMessage::decode(&msg.body), msg.receive_count, sweep, false)
 }
 
-/// [`decide`] for a body already decoded (or not) as `job`.
-fn decide_decoded(job: Result<JobMessage, String>, receive_count: u32, sweep: Option<(u64, u32)>) -> Decision {
+/// [`decide`] for a body already decoded (or not) as `job`, of a sweep that
+/// may be `cancelled`.
+fn decide_decoded(
+    job: Result<JobMessage, String>,
+    receive_count: u32,
+    sweep: Option<(u64, u32)>,
+    cancelled: bool,
+) -> Decision {
     let job = match job {
         Ok(job) => job,
         Err(reason) => return Decision::Quarantine(reason),
     };
     match sweep {
+        Some((submitted, _)) if cancelled && job.index < submitted => Decision::Drop,
         None => Decision::Quarantine(format!("sweep {:?} has no manifest", job.sweep)),
         Some((submitted, _)) if job.index >= submitted => Decision::Quarantine(format!(
             "index {} is outside sweep {:?} of {submitted} jobs",
@@ -54,6 +65,8 @@ pub struct Incoming {
     pub job: Result<JobMessage, String>,
     /// The sweep's size and attempt limit, `None` without a manifest.
     pub limits: Option<(u64, u32)>,
+    /// Whether the sweep was cancelled.
+    pub cancelled: bool,
 }
 
 /// A job to start: run its experiment, or record it as given up.
@@ -142,15 +155,21 @@ impl Batch {
     pub fn received(limits: Limits, incoming: Vec<Incoming>) -> (Batch, Vec<Action>) {
         let mut actions = Vec::new();
         let mut held = Vec::with_capacity(incoming.len());
+        let mut dropped = Vec::new();
         for Incoming {
             msg,
             job,
             limits: sweep,
+            cancelled,
         } in incoming
         {
-            let (job, give_up) = match decide_decoded(job, msg.receive_count, sweep) {
+            let (job, give_up) = match decide_decoded(job, msg.receive_count, sweep, cancelled) {
                 Decision::Run(job) => (job, false),
                 Decision::GiveUp(job) => (job, true),
+                Decision::Drop => {
+                    dropped.push(msg.handle);
+                    continue;
+                }
                 Decision::Quarantine(reason) => {
                     actions.push(Action::Quarantine { msg, reason });
                     continue;
@@ -162,6 +181,9 @@ impl Batch {
                 receive_count: msg.receive_count,
                 give_up,
             });
+        }
+        if !dropped.is_empty() {
+            actions.push(Action::Delete(dropped));
         }
         // The planted bug: delete every job before any result exists.
         if limits.policy.worker_deletes_first() && !held.is_empty() {

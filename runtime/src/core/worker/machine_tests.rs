@@ -36,6 +36,7 @@ fn incoming(index: u64, receive_count: u32) -> Incoming {
             receive_count,
         },
         limits: Some((100, 3)),
+        cancelled: false,
     }
 }
 
@@ -271,6 +272,19 @@ fn batch_of_messages() -> impl Strategy<Value = Vec<(u64, u32)>> {
         0..12,
     )
     .prop_map(|m| m.into_iter().collect())
+}
+
+#[test]
+fn jobs_of_a_cancelled_sweep_are_deleted_unrun_and_the_others_run() {
+    let mut cancelled = incoming(1, 1);
+    cancelled.cancelled = true;
+    let (_, actions) = Batch::received(limits(Policy::Real), vec![cancelled, incoming(2, 1)]);
+    assert_eq!(actions[0], Action::Delete(vec!["h1".into()]));
+    assert!(
+        matches!(&actions[1], Action::Run(job) if job.job.index == 2),
+        "{actions:?}"
+    );
+    assert_eq!(actions.len(), 2, "{actions:?}");
 }
 
 proptest! {

@@ -163,8 +163,21 @@ impl Worker {
                 }
                 _ => None,
             };
+            let cancelled = match (&loaded, &job) {
+                (Some(_), Ok(job)) => {
+                    self.manifests
+                        .cancelled(&*self.store, &*self.clock, shutdown, &job.sweep)
+                        .await?
+                }
+                _ => false,
+            };
             let limits = loaded.map(|l| (l.manifest.submitted, l.manifest.sweep.max_attempts));
-            incoming.push(Incoming { msg, job, limits });
+            incoming.push(Incoming {
+                msg,
+                job,
+                limits,
+                cancelled,
+            });
         }
         let (batch, actions) = Batch::received(self.limits(), incoming);
         let mut first = None;
