@@ -23,7 +23,7 @@ pub enum Action {
     Quarantine {
         /// The message.
         msg: Received,
-        /// Why.
+        /// Why it is not a usable message, stored with it.
         reason: String,
     },
     /// Delete these result messages before the next event.

@@ -81,11 +81,13 @@ pub struct Aggregator {
     pub results: Arc<dyn Queue>,
     /// Where segments go.
     pub store: Arc<dyn BlobStore>,
-    /// Time.
+    /// Segment ages, heartbeat timing and backoff.
     pub clock: Arc<dyn Clock>,
-    /// Behaviour.
+    /// Segment limits, visibility, receives in flight and the protocol
+    /// to follow.
     pub config: AggregatorConfig,
-    /// Counters.
+    /// Records stored and held, shared with whoever draws progress (and
+    /// with `tally run`'s driver).
     pub stats: Arc<AggregatorStats>,
 }
 

@@ -87,7 +87,7 @@ pub enum Action {
     Quarantine {
         /// The message.
         msg: Received,
-        /// Why.
+        /// Why it is not a usable message, stored with it.
         reason: String,
     },
     /// Start this job; report [`Batch::finished`], or [`Batch::stopping`]

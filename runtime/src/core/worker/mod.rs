@@ -88,13 +88,15 @@ pub struct Worker {
     pub results: Arc<dyn Queue>,
     /// The blob store (manifests, quarantine).
     pub store: Arc<dyn BlobStore>,
-    /// Time.
+    /// Heartbeat timing, result-flush deadlines, backoff, and the
+    /// `started_ms` of each result.
     pub clock: Arc<dyn Clock>,
     /// Sweeps and their experiments.
     pub manifests: Arc<ManifestCache>,
-    /// Behaviour.
+    /// Batch sizes, visibility, waits and the protocol to follow.
     pub config: WorkerConfig,
-    /// Counters.
+    /// Runs, results sent, quarantined and given-up jobs, shared with
+    /// whoever draws progress.
     pub stats: Arc<WorkerStats>,
 }
 
