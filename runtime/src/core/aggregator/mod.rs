@@ -86,8 +86,7 @@ pub struct Aggregator {
     /// Segment limits, visibility, receives in flight and the protocol
     /// to follow.
     pub config: AggregatorConfig,
-    /// Records stored and held, shared with whoever draws progress (and
-    /// with `tally run`'s driver).
+    /// Records stored and held, shared with whoever draws progress.
     pub stats: Arc<AggregatorStats>,
 }
 
