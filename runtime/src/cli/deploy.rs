@@ -186,11 +186,6 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// A name for this process's role incarnation, unique across restarts.
-fn instance_id(backend: &Backend, role: &str) -> String {
-    format!("{role}-{:x}-{:x}", std::process::id(), backend.clock.wall_ms())
-}
-
 /// `tally worker`: run jobs until SIGINT/SIGTERM, then hand back held jobs.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
     let backend = open(&args.backend).await?;
@@ -213,7 +208,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
             wait_ms: args.wait_s * 1000,
             result_flush_ms: 1000,
             policy: Policy::Real,
-            ..WorkerConfig::new(instance_id(&backend, "w"))
+            ..WorkerConfig::new(format!("w-{}", crate::cli::instance_id()))
         },
         stats: Arc::new(WorkerStats::default()),
     });
@@ -253,7 +248,7 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<u8> {
             segment_records_max: args.segment_records.max(1),
             segment_age_max_ms: args.segment_age_ms,
             policy: Policy::Real,
-            ..AggregatorConfig::new(instance_id(&backend, "a"))
+            ..AggregatorConfig::new(format!("a-{}", crate::cli::instance_id()))
         },
         stats: Arc::new(AggregatorStats::default()),
     };

@@ -26,6 +26,27 @@ macro_rules! outln {
     }};
 }
 
+/// A name for this process's role incarnations (the prefix of its run
+/// ids): 128 random bits, so two processes never share one, however alike
+/// their hosts (containers started in the same millisecond as pid 1 have
+/// the same pid and clock). The operating system's generator seeds it; the
+/// simulator names its incarnations itself.
+pub(crate) fn instance_id() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // No /dev/urandom: the std hasher's per-process random keys, twice.
+        for (i, half) in bytes.chunks_mut(8).enumerate() {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            half.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    format!("{:032x}", u128::from_le_bytes(bytes))
+}
+
 /// Exit code for bad input: a malformed sweep file, bad flags, no data.
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code when interrupted by SIGINT or SIGTERM.

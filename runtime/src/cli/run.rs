@@ -132,7 +132,7 @@ impl Roles {
         let manifests = Arc::new(ManifestCache::new(Arc::new(move |s: &Sweep| {
             crate::experiment::from_sweep(s, base_dir.clone(), Arc::clone(&factory_clock))
         })));
-        let instance = instance_id();
+        let instance = crate::cli::instance_id();
         let worker = Arc::new(Worker {
             jobs: local.jobs.clone(),
             results: local.results.clone(),
@@ -247,17 +247,6 @@ fn prefetch_for(sweep: &Sweep, workers: u16) -> usize {
     } else {
         crate::cli::local::LOCAL_BATCH_MAX.min(per_worker as usize / 10).max(10)
     }
-}
-
-/// A name for this process's worker and aggregator incarnations, unique
-/// across restarts so run ids never collide.
-fn instance_id() -> String {
-    #[allow(clippy::disallowed_methods)]
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{:x}-{:x}", std::process::id(), now)
 }
 
 /// Run the finish-and-resubmit driver until every job is accounted for,

@@ -245,8 +245,16 @@ impl Classifier {
             }
             seen
         };
-        if seen {
+        let real = status != ResultStatus::GaveUp && key.status != Some(ResultStatus::GaveUp);
+        if seen && !(real && payload != key.payload) {
             self.report.redelivered += 1;
+            return Fate::Extra;
+        }
+        if seen {
+            // One run id, two payloads: two executions that shared an id (it
+            // should be unique, but hosts can be cloned); never a copy.
+            key.runs += 1;
+            key.conflict = true;
             return Fate::Extra;
         }
         key.runs += 1;
@@ -487,6 +495,20 @@ mod tests {
     fn add(c: &mut Classifier, r: ResultMessage) -> Fate {
         let body = r.encode();
         c.add(&ResultView::decode(&body).unwrap())
+    }
+
+    #[test]
+    fn two_records_of_one_run_id_that_disagree_are_a_conflict_not_a_copy() {
+        let mut c = Classifier::new("s", 2);
+        add(&mut c, result(0, "w-1.0-1", ResultStatus::Ok, 1.0));
+        assert_eq!(add(&mut c, result(0, "w-1.0-1", ResultStatus::Ok, 1.0)), Fate::Extra);
+        add(&mut c, result(1, "w-1.0-1", ResultStatus::Ok, 1.0));
+        add(&mut c, result(1, "w-1.0-1", ResultStatus::Ok, 2.0));
+        let r = c.finish(Policy::Real, &mut NoSink);
+        assert_eq!(r.redelivered, 1, "key 0's identical copy: {r:?}");
+        assert_eq!(r.conflicts, 1, "key 1's disagreeing copies: {r:?}");
+        assert_eq!(r.conflict_indices, vec![1]);
+        assert_eq!(r.done, 1);
     }
 
     #[test]
