@@ -13,7 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::core::{Clock, Experiment, JobSpec, Outcome, ResultStatus};
 use crate::sweep::{render, Sweep};
 
-/// Most bytes of standard output kept when it is not JSON.
+mod output;
+pub use output::{HeadTail, LAST_LINE_MAX};
+
+/// Most bytes of standard output kept when it is not metrics: its first
+/// and its last half, with a marker where the middle was cut.
 pub const STDOUT_MAX: usize = 64 * 1024;
 /// Bytes of standard error kept (the tail).
 pub const STDERR_TAIL: usize = 4 * 1024;
@@ -149,7 +153,7 @@ impl Experiment for Command {
         let stderr = child.stderr.take().expect("stderr is piped");
         let collect = async {
             let (out, err, status) = tokio::join!(
-                read_head(stdout, STDOUT_MAX),
+                output::read_head_tail(stdout, STDOUT_MAX / 2, STDOUT_MAX / 2),
                 read_tail(stderr, STDERR_TAIL),
                 child.wait()
             );
@@ -163,7 +167,12 @@ impl Experiment for Command {
                 ..failed(format!("killed after the {} s timeout", self.timeout_s))
             };
         };
-        let (metrics, stdout) = parse_stdout(&out);
+        // Parse with the whole last line kept, where metrics live; keep only
+        // the usual tail of a long last line that is not metrics.
+        let (metrics, stdout) = match parse_stdout(&out.text(usize::MAX)) {
+            (None, Some(_)) => (None, Some(out.text(out.tail_cap()))),
+            parsed => parsed,
+        };
         match status {
             Ok(status) => Outcome {
                 status: if status.success() {
@@ -179,20 +188,6 @@ impl Experiment for Command {
             Err(e) => failed(format!("waiting for the program failed: {e}")),
         }
     }
-}
-
-/// Read up to `cap` bytes, then drain the rest so the child never blocks.
-async fn read_head(mut r: impl AsyncRead + Unpin, cap: usize) -> String {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = r.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        let room = cap.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-    }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// Read everything, keeping the last `cap` bytes.
