@@ -142,6 +142,12 @@ impl Sweep {
             let message = e.message().trim().trim_end_matches('.').to_owned();
             err(e.span().and_then(|s| line_of(s.start)), message)
         })?;
+        if let Some((name, f)) = sweep.non_finite_value() {
+            return Err(err(
+                value_line(text, &name),
+                format!("parameter {name:?} has the value {f}; parameter values must be finite numbers, strings or booleans"),
+            ));
+        }
         // Point semantic errors at the line that names the offending key.
         sweep
             .validate()
@@ -189,6 +195,17 @@ impl Sweep {
             return Err((None, format!("the sweep expands to more than {JOBS_MAX} jobs")));
         }
         Ok(())
+    }
+
+    /// A NaN or infinite parameter value, which has no JSON form: it would
+    /// reach the manifest as null and every job using it be quarantined.
+    fn non_finite_value(&self) -> Option<(String, f64)> {
+        let grid = self.grid.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k, v)));
+        grid.chain(self.settings.iter().flat_map(|s| s.iter()))
+            .find_map(|(k, v)| match v {
+                Value::Float(f) if !f.is_finite() => Some((k.clone(), *f)),
+                _ => None,
+            })
     }
 
     fn validate_experiment(&self) -> Result<(), (Option<String>, String)> {
@@ -312,6 +329,27 @@ impl Sweep {
     }
 }
 
+/// The 1-based line that gives `key` a NaN or infinite value, or failing
+/// that the first that defines it.
+fn value_line(text: &str, key: &str) -> Option<usize> {
+    let non_finite = |line: &str| {
+        let value = line.split_once('=').map_or("", |(_, v)| v).to_ascii_lowercase();
+        value.contains("nan") || value.contains("inf")
+    };
+    text.lines()
+        .position(|line| defines(line, key) && non_finite(line))
+        .map(|i| i + 1)
+        .or_else(|| key_line(text, key))
+}
+
+fn defines(line: &str, key: &str) -> bool {
+    let line = line.trim_start();
+    let rest = line
+        .strip_prefix(key)
+        .or_else(|| line.strip_prefix(&format!("\"{key}\"")));
+    rest.is_some_and(|r| r.trim_start().starts_with('='))
+}
+
 /// The 1-based line that defines `key` (`key = ...`) or is the table
 /// header `key` (`[experiment]`).
 fn key_line(text: &str, key: &str) -> Option<usize> {
@@ -321,10 +359,7 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
             if key.starts_with('[') {
                 return line.starts_with(key);
             }
-            let rest = line
-                .strip_prefix(key)
-                .or_else(|| line.strip_prefix(&format!("\"{key}\"")));
-            rest.is_some_and(|r| r.trim_start().starts_with('='))
+            defines(line, key)
         })
         .map(|i| i + 1)
 }
@@ -439,6 +474,24 @@ depth = [2, 4, 8]
         )
         .unwrap_err();
         assert!(e.to_string().contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn nan_and_infinite_parameter_values_are_refused_with_their_line() {
+        for (bad, shown) in [("nan", "NaN"), ("inf", "inf"), ("-inf", "-inf")] {
+            let text = GOOD.replace("depth = [2, 4, 8]", &format!("depth = [2, {bad}]"));
+            let e = Sweep::parse("f.toml", &text).unwrap_err();
+            assert_eq!(e.line, Some(10), "{e}");
+            assert!(
+                e.to_string().contains(&format!("\"depth\" has the value {shown}")),
+                "{e}"
+            );
+            assert!(e.to_string().contains("finite"), "{e}");
+        }
+        let text = format!("{GOOD}\n[[settings]]\nlr = nan\ndepth = 1\n");
+        let e = Sweep::parse("s.toml", &text).unwrap_err();
+        assert_eq!(e.line, Some(13), "{e}");
+        assert!(e.to_string().contains("\"lr\" has the value NaN"), "{e}");
     }
 
     #[test]
