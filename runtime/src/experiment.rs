@@ -70,10 +70,16 @@ fn search_path(name: &str) -> Option<PathBuf> {
 
 /// Interpret what a program printed: a JSON object on standard output (or on
 /// its last non-empty line) becomes metrics; anything else is kept raw.
+/// Python's `NaN`, `Infinity` and `-Infinity` are read as the strings
+/// `"NaN"`, `"Infinity"` and `"-Infinity"` (see [`quote_non_finite`]).
 pub fn parse_stdout(stdout: &str) -> (Option<serde_json::Map<String, serde_json::Value>>, Option<String>) {
-    let as_object = |s: &str| match serde_json::from_str::<serde_json::Value>(s.trim()) {
+    let object = |s: &str| match serde_json::from_str::<serde_json::Value>(s) {
         Ok(serde_json::Value::Object(map)) => Some(map),
         _ => None,
+    };
+    let as_object = |s: &str| {
+        let s = s.trim();
+        object(s).or_else(|| quote_non_finite(s).and_then(|q| object(&q)))
     };
     if let Some(map) = as_object(stdout) {
         return (Some(map), None);
@@ -85,6 +91,42 @@ pub fn parse_stdout(stdout: &str) -> (Option<serde_json::Map<String, serde_json:
         return (None, None);
     }
     (None, Some(stdout.to_owned()))
+}
+
+/// Python's `json.dumps` writes a non-finite float as the bare word `NaN`,
+/// `Infinity` or `-Infinity`, which JSON does not allow. Rewrite those words
+/// (outside strings) as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`,
+/// so metrics stay valid JSON for every reader of the messages and the
+/// segments; the results database turns them back into numbers. `None`
+/// when there is no such word.
+pub fn quote_non_finite(text: &str) -> Option<String> {
+    const WORDS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 8);
+    let (mut i, mut copied, mut in_string, mut escaped) = (0, 0, false, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some(word) = WORDS.iter().find(|w| bytes[i..].starts_with(w.as_bytes())) {
+            out.push_str(&text[copied..i]);
+            out.push('"');
+            out.push_str(word);
+            out.push('"');
+            i += word.len();
+            copied = i;
+            continue;
+        }
+        i += 1;
+    }
+    (copied > 0).then(|| out + &text[copied..])
 }
 
 /// An external program, one process per job.
@@ -266,5 +308,20 @@ mod tests {
         assert_eq!(raw.as_deref(), Some("hello\n"));
         assert_eq!(parse_stdout(""), (None, None));
         assert!(parse_stdout("[1,2]").0.is_none());
+    }
+
+    #[test]
+    fn python_non_finite_numbers_become_metrics_as_strings() {
+        let printed = "epoch 1\n{\"loss\": NaN, \"acc\": Infinity, \"low\": -Infinity, \"note\": \"NaN \\\" Infinity\", \"n\": [NaN]}\n";
+        let (m, raw) = parse_stdout(printed);
+        let m = m.expect("metrics");
+        assert!(raw.is_none());
+        assert_eq!(m["loss"], "NaN");
+        assert_eq!(m["acc"], "Infinity");
+        assert_eq!(m["low"], "-Infinity");
+        assert_eq!(m["note"], "NaN \" Infinity", "strings are left alone");
+        assert_eq!(m["n"], serde_json::json!(["NaN"]));
+        assert!(parse_stdout("{\"x\": NaNa}").0.is_none(), "still JSON or nothing");
+        assert_eq!(quote_non_finite("{\"a\": 1}"), None);
     }
 }

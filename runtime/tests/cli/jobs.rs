@@ -47,3 +47,39 @@ fn a_long_log_without_metrics_keeps_head_and_tail_with_a_marker() -> anyhow::Res
     assert!(stdout.len() <= tally::experiment::STDOUT_MAX + 100, "{}", stdout.len());
     Ok(())
 }
+
+#[test]
+fn python_nan_and_infinity_are_metrics_in_the_database_and_the_exports() -> anyhow::Result<()> {
+    let scratch = Scratch::new("nonfinite");
+    let script = r#"echo '{{"loss": NaN, "acc": Infinity, "low": -Infinity, "steps": 3}}'"#;
+    let (code, rows) = run_script(&scratch, "nonfinite", script, "")?;
+    assert_eq!(code, 0, "{rows}");
+    for field in [
+        r#""loss":NaN"#,
+        r#""acc":Infinity"#,
+        r#""low":-Infinity"#,
+        r#""steps":3"#,
+    ] {
+        assert!(rows.contains(field), "{field} in {rows}");
+    }
+    let data = scratch.path("data");
+    let csv = run(&["export", "--data", &data_arg(&data), "--format", "csv"]);
+    let mut reader = csv::Reader::from_reader(csv.stdout.as_slice());
+    let header = reader.headers()?.clone();
+    let row = reader.records().next().transpose()?.unwrap_or_default();
+    let field = |name: &str| {
+        let at = header.iter().position(|h| h == name);
+        at.and_then(|i| row.get(i)).unwrap_or_default().to_owned()
+    };
+    assert_eq!(
+        (field("loss"), field("acc"), field("low")),
+        ("NaN".into(), "Infinity".into(), "-Infinity".into()),
+        "{row:?}"
+    );
+    let db = rusqlite::Connection::open(data.join("results.sqlite"))?;
+    let (acc, low, loss): (f64, f64, Option<f64>) = db.query_row("SELECT acc, low, loss FROM results", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    assert_eq!((acc, low, loss), (f64::INFINITY, f64::NEG_INFINITY, None));
+    Ok(())
+}
