@@ -14,6 +14,7 @@ use crate::core::{Clock, Experiment, JobSpec, Outcome, ResultStatus};
 use crate::sweep::{render, Sweep};
 
 mod output;
+mod process;
 pub use output::{HeadTail, LAST_LINE_MAX};
 
 /// Most bytes of standard output kept when it is not metrics: its first
@@ -167,6 +168,49 @@ fn failed(message: String) -> Outcome {
     }
 }
 
+impl Command {
+    fn spawn(&self, argv: &[String]) -> Result<tokio::process::Child, Outcome> {
+        let mut command = tokio::process::Command::new(&argv[0]);
+        // Setting a working directory can keep the standard library from
+        // using posix_spawn; skip it when the child would inherit it anyway.
+        if !self.inherits_workdir {
+            command.current_dir(&self.workdir);
+        }
+        process::isolate(&mut command);
+        command
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(format!("cannot start {:?} in {}: {e}", argv[0], self.workdir.display())))
+    }
+}
+
+/// Wait for the main process while reading its output into `out` and
+/// `err`; once it exited, read on for at most the grace period.
+async fn collect(
+    child: &mut tokio::process::Child,
+    out: &mut HeadTail,
+    err: &mut Vec<u8>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let reading = async {
+        tokio::join!(output::read_into(stdout, out), read_tail(stderr, err, STDERR_TAIL));
+    };
+    tokio::pin!(reading);
+    let status = tokio::select! {
+        biased;
+        status = child.wait() => status,
+        () = &mut reading => return child.wait().await,
+    };
+    let grace = std::time::Duration::from_millis(process::OUTPUT_GRACE_MS);
+    let _ = tokio::time::timeout(grace, reading).await;
+    status
+}
+
 #[async_trait]
 impl Experiment for Command {
     async fn run(&self, job: &JobSpec) -> Outcome {
@@ -174,67 +218,62 @@ impl Experiment for Command {
             Ok(argv) => argv,
             Err(e) => return failed(e),
         };
-        let mut command = tokio::process::Command::new(&argv[0]);
-        // Setting a working directory can keep the standard library from
-        // using posix_spawn; skip it when the child would inherit it anyway.
-        if !self.inherits_workdir {
-            command.current_dir(&self.workdir);
-        }
-        let mut child = match command
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-        {
+        let mut child = match self.spawn(&argv) {
             Ok(child) => child,
-            Err(e) => return failed(format!("cannot start {:?} in {}: {e}", argv[0], self.workdir.display())),
+            Err(outcome) => return outcome,
         };
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let collect = async {
-            let (out, err, status) = tokio::join!(
-                output::read_head_tail(stdout, STDOUT_MAX / 2, STDOUT_MAX / 2),
-                read_tail(stderr, STDERR_TAIL),
-                child.wait()
-            );
-            (out, err, status)
-        };
+        // Dropped on every way out, this kills whatever the job left.
+        let _group = child.id().and_then(process::Group::new);
+        let (mut out, mut err) = (HeadTail::new(STDOUT_MAX / 2, STDOUT_MAX / 2), Vec::new());
         let timeout = std::time::Duration::from_secs(self.timeout_s);
-        let Ok((out, err, status)) = tokio::time::timeout(timeout, collect).await else {
-            // Dropping the child kills it (kill_on_drop).
-            return Outcome {
-                status: ResultStatus::TimedOut,
-                ..failed(format!("killed after the {} s timeout", self.timeout_s))
-            };
+        let collected = tokio::time::timeout(timeout, collect(&mut child, &mut out, &mut err)).await;
+        let mut stderr_tail = String::from_utf8_lossy(&err).into_owned();
+        let status = match collected {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => return failed(format!("waiting for the program failed: {e}")),
+            Err(_) => {
+                append_line(
+                    &mut stderr_tail,
+                    &format!("killed after the {} s timeout", self.timeout_s),
+                );
+                return Outcome {
+                    status: ResultStatus::TimedOut,
+                    ..failed(stderr_tail)
+                };
+            }
         };
+        if let Some(note) = process::signal_note(&status) {
+            append_line(&mut stderr_tail, &note);
+        }
         // Parse with the whole last line kept, where metrics live; keep only
         // the usual tail of a long last line that is not metrics.
         let (metrics, stdout) = match parse_stdout(&out.text(usize::MAX)) {
             (None, Some(_)) => (None, Some(out.text(out.tail_cap()))),
             parsed => parsed,
         };
-        match status {
-            Ok(status) => Outcome {
-                status: if status.success() {
-                    ResultStatus::Ok
-                } else {
-                    ResultStatus::Failed
-                },
-                exit_code: status.code(),
-                metrics,
-                stdout,
-                stderr_tail: err,
+        Outcome {
+            status: if status.success() {
+                ResultStatus::Ok
+            } else {
+                ResultStatus::Failed
             },
-            Err(e) => failed(format!("waiting for the program failed: {e}")),
+            exit_code: status.code(),
+            metrics,
+            stdout,
+            stderr_tail,
         }
     }
 }
 
-/// Read everything, keeping the last `cap` bytes.
-async fn read_tail(mut r: impl AsyncRead + Unpin, cap: usize) -> String {
-    let mut kept: Vec<u8> = Vec::new();
+fn append_line(text: &mut String, line: &str) {
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+}
+
+/// Read everything into `kept`, keeping its last `cap` bytes.
+async fn read_tail(mut r: impl AsyncRead + Unpin, kept: &mut Vec<u8>, cap: usize) {
     let mut buf = [0u8; 8192];
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
@@ -248,7 +287,6 @@ async fn read_tail(mut r: impl AsyncRead + Unpin, cap: usize) -> String {
     if kept.len() > cap {
         kept.drain(..kept.len() - cap);
     }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// A deterministic function of the job's parameters and run, optionally

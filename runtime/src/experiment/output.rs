@@ -92,9 +92,9 @@ fn last_line_start(bytes: &[u8]) -> usize {
     memchr::memrchr(b'\n', &bytes[..end]).map_or(0, |i| i + 1)
 }
 
-/// Read a stream to its end, keeping its head and tail.
-pub async fn read_head_tail(mut r: impl AsyncRead + Unpin, head_cap: usize, tail_cap: usize) -> HeadTail {
-    let mut kept = HeadTail::new(head_cap, tail_cap);
+/// Read a stream to its end into `kept`. The caller may stop waiting at
+/// any time and still use what was read.
+pub async fn read_into(mut r: impl AsyncRead + Unpin, kept: &mut HeadTail) {
     let mut buf = [0u8; 8192];
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
@@ -102,7 +102,6 @@ pub async fn read_head_tail(mut r: impl AsyncRead + Unpin, head_cap: usize, tail
         }
         kept.push(&buf[..n]);
     }
-    kept
 }
 
 #[cfg(test)]
