@@ -3,7 +3,7 @@
 //! a built-in deterministic function used by tests, benchmarks and the
 //! simulator.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -50,6 +50,41 @@ pub fn from_sweep(sweep: &Sweep, base_dir: PathBuf, clock: Arc<dyn Clock>) -> Ar
             sleep_ms: sweep.experiment.sleep_ms,
             fail_every: sweep.experiment.fail_every,
         }),
+    }
+}
+
+/// Check, before anything is written, that a command sweep's workdir
+/// exists and its program can be found: otherwise every job would fail.
+pub fn check_runnable(sweep: &Sweep, base_dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(argv) = &sweep.experiment.command else {
+        return Ok(());
+    };
+    let workdir = match &sweep.experiment.workdir {
+        Some(w) => base_dir.join(w),
+        None => base_dir.to_owned(),
+    };
+    if !workdir.is_dir() {
+        return Err(format!("the workdir {} is not a directory", workdir.display()));
+    }
+    let program = &argv[0];
+    if program.contains('{') {
+        return Ok(()); // a parameter names it: checked per job
+    }
+    if !program.contains('/') {
+        return match search_path(program) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "the program {program:?} is not on PATH; install it or give its path in [experiment] command"
+            )),
+        };
+    }
+    // A path with a '/' is taken relative to the workdir, where it runs.
+    let path = workdir.join(program);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err(format!("the program {} is not an executable file", path.display())),
+        Err(e) => Err(format!("cannot find the program {}: {e}", path.display())),
     }
 }
 

@@ -274,7 +274,7 @@ pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<u8> {
     if args.resubmit && !missing.0.is_empty() {
         resubmit(&backend, &report, &missing.0, args.force).await?;
     }
-    Ok(if report.is_complete() { 0 } else { 1 })
+    Ok(crate::cli::inspect::exit_code(&report))
 }
 
 /// Resend `missing` jobs as a new attempt, if the queues look drained.

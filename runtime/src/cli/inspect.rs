@@ -73,18 +73,30 @@ pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f6
             format!("{s:.1} s ({:.0} jobs/s)", report.submitted as f64 / s.max(1e-9)),
         );
     }
-    let verdict = if report.is_complete() {
-        "complete: every job has exactly one result".to_owned()
-    } else {
-        format!(
-            "INCOMPLETE: {} missing, {} conflicts, {} phantoms, {} unreadable segments",
+    let verdict = match (report.is_complete(), report.failed) {
+        (true, 0) => "complete: every job has exactly one result".to_owned(),
+        (true, failed) => format!(
+            "complete, but {failed} of {} jobs failed: every job has exactly one result, and the failures' stderr_tail is in the results database",
+            report.submitted
+        ),
+        (false, failed) => format!(
+            "INCOMPLETE: {} missing, {} conflicts, {} phantoms, {} unreadable segments, {failed} failed",
             report.missing, report.conflicts, report.phantoms, report.unreadable
-        )
+        ),
     };
     row("verdict", verdict);
     if let Some((a, b)) = report.missing_ranges.first() {
         row("first missing", format!("{a}..={b}"));
     }
+    if let Some(i) = report.failed_indices.first() {
+        row("first failed", i.to_string());
+    }
+}
+
+/// The exit code a report gives: 0 when the sweep is complete and no job
+/// failed, 1 when something needs attention.
+pub fn exit_code(report: &Report) -> u8 {
+    u8::from(!report.is_complete() || report.failed > 0)
 }
 
 /// Pick the sweep: the one asked for, or the only one there is.
@@ -117,7 +129,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let id = pick_sweep(&local, args.sweep).await?;
     let report = reconcile_into_db(&local, &id, Policy::Real, &mut reconciler::NoSink).await?;
     print_report(&report, &local.results_db(), args.json, None);
-    Ok(if report.is_complete() { 0 } else { 1 })
+    Ok(exit_code(&report))
 }
 
 /// `tally status`.

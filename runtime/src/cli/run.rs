@@ -37,6 +37,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| ".".into());
+    crate::experiment::check_runnable(&sweep, &base_dir)
+        .map_err(|e| UserError::bad_input(format!("{}: {e}", args.sweep.display())))?;
     let visibility_ms = args.visibility_s * 1000;
     let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms).await?;
     // This process holds the data directory exclusively, so whatever is in
@@ -76,7 +78,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let report = reconcile_into_db(&local, &id, args.policy, &mut missing).await?;
     let elapsed = local.clock.mono_ms().saturating_sub(started_ms) as f64 / 1000.0;
     print_report(&report, &local.results_db(), args.json, Some(elapsed));
-    Ok(if report.is_complete() { 0 } else { 1 })
+    Ok(crate::cli::inspect::exit_code(&report))
 }
 
 /// The roles running in this process.

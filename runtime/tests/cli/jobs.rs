@@ -220,3 +220,21 @@ fn a_stop_kills_the_running_jobs_whole_process_group() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn failed_jobs_are_counted_in_the_verdict_and_exit_1() -> anyhow::Result<()> {
+    let scratch = Scratch::new("failures");
+    let sweep = scratch.write(
+        "s.toml",
+        "name = \"failures\"\nruns = 20\n[experiment]\nbuiltin = \"synthetic\"\nfail_every = 10\n",
+    );
+    let data = scratch.path("data");
+    let out = run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)]);
+    let stdout = String::from_utf8(out.stdout)?;
+    let verdict = stdout.lines().find(|l| l.starts_with("verdict")).unwrap_or_default();
+    assert!(verdict.contains("2 of 20 jobs failed"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report = run(&["report", "--data", &data_arg(&data)]);
+    assert_eq!(report.status.code(), Some(1));
+    Ok(())
+}
