@@ -130,6 +130,9 @@ impl Submitter {
         // key: at most 1,280 jobs on SQS).
         let group = (self.jobs.batch_max() * CALLS_IN_FLIGHT * 4) as u64;
         while pos < len {
+            if crate::core::is_stopping(shutdown) {
+                return Err(CallError::Stopped);
+            }
             let end = (pos + group).min(len);
             let bodies: Vec<String> = (pos..end)
                 .map(|p| JobMessage::new(sweep_id, index_at(p), attempt).encode())

@@ -3,4 +3,5 @@
 mod bad_input;
 mod crash;
 mod jobs;
+mod stop;
 mod support;

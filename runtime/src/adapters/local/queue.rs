@@ -395,6 +395,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        take_turn().await;
         check_batch(bodies, self.config.batch_max)?;
         let total: usize = bodies.iter().map(String::len).sum();
         if total > BATCH_BYTES_MAX {
@@ -434,6 +435,7 @@ impl Queue for SqliteQueue {
             let got = self.try_receive(max, visibility_ms)?;
             let now = clock.mono_ms();
             if !got.is_empty() || now >= deadline {
+                take_turn().await;
                 return Ok(got);
             }
             // Woken by a send in this process, or polling for other processes.
@@ -449,6 +451,7 @@ impl Queue for SqliteQueue {
     async fn delete_batch(&self, handles: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
         // A stale handle (the message was received again since) deletes
         // nothing yet succeeds, as SQS documents it may.
+        take_turn().await;
         self.per_handle(
             handles,
             "DELETE FROM messages WHERE id=?1 AND receives=?2 AND queue=?3 AND ?4=?4",
@@ -462,6 +465,7 @@ impl Queue for SqliteQueue {
         handles: &[String],
         visibility_ms: u64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        take_turn().await;
         let until = self.db.clock.wall_ms() + visibility_ms.min(VISIBILITY_MAX_MS);
         self.per_handle(
             handles,
@@ -486,6 +490,14 @@ impl Queue for SqliteQueue {
             in_flight: count("SELECT COUNT(*) FROM messages WHERE queue=?1 AND visible_ms>?2")?,
         })
     }
+}
+
+/// Let the runtime run something else. The SQLite work is done inline, so
+/// without this a caller looping over calls that all complete at once (a
+/// submitter sending millions of jobs) would never give its thread back:
+/// not even to the signal handler that is to stop it.
+async fn take_turn() {
+    tokio::task::yield_now().await;
 }
 
 #[cfg(test)]
