@@ -160,3 +160,52 @@ fn lock(dir: &Path, mode: LockMode) -> anyhow::Result<Option<std::fs::File>> {
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }
+
+/// A job's key in the started journal.
+fn started_key(sweep: &str, index: u64) -> String {
+    format!("{sweep}/{index}")
+}
+
+/// Whether a work-queue message's job was recorded as started.
+pub fn job_started(started: &std::collections::BTreeSet<String>, body: &str) -> bool {
+    crate::core::JobMessage::decode(body).is_ok_and(|m| started.contains(&started_key(&m.sweep, m.index)))
+}
+
+/// An experiment whose runs are journalled in the work queue's database
+/// while they run, so that a job that kills `tally run` has its receive
+/// counted by the next run ([`SqliteQueues::release_orphans`]) and is
+/// eventually given up instead of killing every rerun.
+pub struct Journalled {
+    /// The experiment.
+    pub inner: Arc<dyn crate::core::Experiment>,
+    /// Where the journal lives.
+    pub db: Arc<SqliteQueues>,
+}
+
+/// Ends a journal entry when the run ends or is abandoned.
+struct Started<'a>(&'a SqliteQueues, String);
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.mark_ended(&self.1) {
+            tracing::warn!(key = self.1, error = %e, "cannot journal the end of a job");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::core::Experiment for Journalled {
+    async fn run(&self, job: &crate::core::JobSpec) -> crate::core::Outcome {
+        let key = started_key(&job.sweep, job.index);
+        // Without the journal entry a job that kills its runner is retried
+        // forever; better to run it unjournalled than not at all.
+        let _started = match self.db.mark_started(&key) {
+            Ok(()) => Some(Started(&self.db, key)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot journal the start of a job");
+                None
+            }
+        };
+        self.inner.run(job).await
+    }
+}

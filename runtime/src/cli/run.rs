@@ -44,15 +44,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // This process holds the data directory exclusively, so whatever is in
     // flight was held by a run that died: hand it out again now rather than
     // after its visibility timeout.
+    // A job that was running when that run died may be what killed it: its
+    // receive counts, so it is given up after max_attempts.
+    let started = local.jobs_db.started().context("cannot read the queues")?;
     for (db, queue) in [
         (&local.jobs_db, crate::cli::local::JOBS),
         (&local.results_db_queue, crate::cli::local::RESULTS),
     ] {
-        let released = db.release_orphans(queue).context("cannot read the queues")?;
+        let ran = |body: &str| crate::cli::local::job_started(&started, body);
+        let released = db.release_orphans(queue, ran).context("cannot read the queues")?;
         if released > 0 {
             eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
         }
     }
+    local.jobs_db.clear_started().context("cannot write the queues")?;
     let started_ms = local.clock.mono_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -117,9 +122,17 @@ impl Roles {
                 ("submitter", r)
             });
         }
-        let factory_clock = Arc::clone(&clock);
+        let (factory_clock, journal) = (Arc::clone(&clock), Arc::clone(&local.jobs_db));
         let manifests = Arc::new(ManifestCache::new(Arc::new(move |s: &Sweep| {
-            crate::experiment::from_sweep(s, base_dir.clone(), Arc::clone(&factory_clock))
+            let inner = crate::experiment::from_sweep(s, base_dir.clone(), Arc::clone(&factory_clock));
+            // Only a program can kill the runner; the built-in runs unjournalled.
+            if s.experiment.command.is_none() {
+                return inner;
+            }
+            Arc::new(crate::cli::local::Journalled {
+                inner,
+                db: Arc::clone(&journal),
+            }) as Arc<dyn crate::core::Experiment>
         })));
         let instance = instance_id();
         let worker = Arc::new(Worker {

@@ -99,3 +99,43 @@ fn a_rerun_of_a_finished_sweep_redoes_nothing() -> anyhow::Result<()> {
     assert_eq!(second["duplicates"], 0);
     Ok(())
 }
+
+#[test]
+fn a_job_that_kills_tally_run_is_given_up_after_max_attempts() -> anyhow::Result<()> {
+    let scratch = Scratch::new("killer");
+    // The shell's parent is the runner: the job kills it outright.
+    let sweep = scratch.write(
+        "s.toml",
+        "name = \"killer\"\nmax_attempts = 2\n[experiment]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\n",
+    );
+    let data = scratch.path("data");
+    let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)];
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        // A run the job killed has no exit code (it died of SIGKILL).
+        let code = tally()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .code();
+        codes.push(code);
+        if code.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&Some(1)),
+        "the reruns ended, with a failed job: {codes:?}"
+    );
+    assert!(codes.len() <= 4, "given up after max_attempts receives: {codes:?}");
+    let r = report(&data)?;
+    assert_eq!((r["failed"].as_u64(), r["done"].as_u64()), (Some(1), Some(0)), "{r}");
+    let rows = tally()
+        .args(["export", "--data", &data_arg(&data), "--format", "jsonl"])
+        .output()?;
+    let row: serde_json::Value = serde_json::from_slice(&rows.stdout)?;
+    assert_eq!(row["status"], "gave_up", "{row}");
+    Ok(())
+}

@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS messages(
     receives INTEGER NOT NULL DEFAULT 0,
     sent_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(queue, visible_ms);
+CREATE TABLE IF NOT EXISTS started(key TEXT PRIMARY KEY);
 ";
 
 impl SqliteQueues {
@@ -147,22 +148,71 @@ impl SqliteQueues {
     }
 
     /// Make every in-flight message of `queue` visible now, and take back
-    /// the receive that handed it out; returns how many. Only for a caller
-    /// that holds the data directory exclusively: every holder of those
-    /// messages is then known to be dead, most of them had not even started
-    /// the job, and a job cannot kill the process that runs it (it runs as
-    /// a child with a timeout), so the dead run's receive should not count
-    /// towards giving the job up.
-    pub fn release_orphans(&self, queue: &str) -> Result<u64, QueueError> {
+    /// the receive that handed it out unless `ran(body)` says the message's
+    /// work had started; returns how many. Only for a caller that holds the
+    /// data directory exclusively: every holder of those messages is then
+    /// known to be dead, and most of them had not even started the job, so
+    /// their receive should not count towards giving the job up. A started
+    /// one may be what killed the run: its receive counts, or a job that
+    /// kills its runner would be retried forever.
+    pub fn release_orphans(&self, queue: &str, ran: impl Fn(&str) -> bool) -> Result<u64, QueueError> {
         let now = self.clock.wall_ms() as i64;
-        let conn = self.conn.lock().expect("queue lock");
-        let n = conn
-            .execute(
-                "UPDATE messages SET visible_ms=?2, receives=MAX(receives-1, 0) WHERE queue=?1 AND visible_ms>?2",
-                params![queue, now],
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction().map_err(sql_err)?;
+        let held: Vec<(i64, String)> = {
+            let mut select = tx
+                .prepare("SELECT id, body FROM messages WHERE queue=?1 AND visible_ms>?2")
+                .map_err(sql_err)?;
+            let rows = select
+                .query_map(params![queue, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err)?;
+            rows.collect::<Result<_, _>>().map_err(sql_err)?
+        };
+        for (id, body) in &held {
+            tx.execute(
+                "UPDATE messages SET visible_ms=?2, receives=CASE WHEN ?3 THEN receives ELSE MAX(receives-1, 0) END
+                 WHERE id=?1",
+                params![id, now, ran(body)],
             )
             .map_err(sql_err)?;
-        Ok(n as u64)
+        }
+        tx.commit().map_err(sql_err)?;
+        Ok(held.len() as u64)
+    }
+
+    /// Record, durably, that the work named `key` is starting, so that if
+    /// it kills this process the next run counts its receive.
+    pub fn mark_started(&self, key: &str) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.prepare_cached("INSERT OR IGNORE INTO started(key) VALUES(?1)")
+            .and_then(|mut s| s.execute([key]))
+            .map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// Record that the work named `key` ended (or was abandoned).
+    pub fn mark_ended(&self, key: &str) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.prepare_cached("DELETE FROM started WHERE key=?1")
+            .and_then(|mut s| s.execute([key]))
+            .map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// The work recorded as started and not ended: what a dead run was
+    /// doing when it died.
+    pub fn started(&self) -> Result<std::collections::BTreeSet<String>, QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        let mut stmt = conn.prepare("SELECT key FROM started").map_err(sql_err)?;
+        let keys = stmt.query_map([], |r| r.get(0)).map_err(sql_err)?;
+        keys.collect::<Result<_, _>>().map_err(sql_err)
+    }
+
+    /// Forget what [`Self::started`] holds (once the orphans are released).
+    pub fn clear_started(&self) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.execute("DELETE FROM started", []).map_err(sql_err)?;
+        Ok(())
     }
 
     /// Names of existing queues.
@@ -661,10 +711,28 @@ mod tests {
         q.send_batch(&bodies(2)).await.unwrap();
         let held = q.receive(10, 60_000, 0).await.unwrap();
         assert_eq!(held.len(), 2);
-        assert_eq!(db.release_orphans("q").unwrap(), 2);
+        assert_eq!(db.release_orphans("q", |_| false).unwrap(), 2);
         let again = q.receive(10, 60_000, 0).await.unwrap();
         assert_eq!(again.len(), 2, "visible at once, not after 60 s");
         let counts: Vec<u32> = again.iter().map(|m| m.receive_count).collect();
         assert_eq!(counts, vec![1, 1], "the dead run's receive does not count");
+    }
+
+    #[tokio::test]
+    async fn an_orphan_whose_work_had_started_keeps_the_dead_runs_receive() {
+        let (_clock, db, q) = setup(QueueConfig::default()).await;
+        q.send_batch(&bodies(2)).await.unwrap();
+        let held = q.receive(10, 60_000, 0).await.unwrap();
+        db.mark_started(&held[0].body).unwrap();
+        db.mark_started("other").unwrap();
+        db.mark_ended("other").unwrap();
+        let started = db.started().unwrap();
+        assert_eq!(started.len(), 1);
+        assert_eq!(db.release_orphans("q", |body| started.contains(body)).unwrap(), 2);
+        db.clear_started().unwrap();
+        assert!(db.started().unwrap().is_empty());
+        let again = q.receive(10, 60_000, 0).await.unwrap();
+        let counts: Vec<(String, u32)> = again.iter().map(|m| (m.body.clone(), m.receive_count)).collect();
+        assert_eq!(counts, vec![(held[0].body.clone(), 2), (held[1].body.clone(), 1)]);
     }
 }
