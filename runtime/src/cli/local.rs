@@ -209,3 +209,41 @@ impl crate::core::Experiment for Journalled {
         self.inner.run(job).await
     }
 }
+
+/// Turn a full disk, wherever in the data directory it was met, into one
+/// sentence that names the directory and says what to do; any other
+/// error is returned as it is.
+pub fn explain_disk_full(e: anyhow::Error, dir: &Path) -> anyhow::Error {
+    use crate::adapters::local::queue::DISK_FULL;
+    use crate::core::retry::CallError;
+    use crate::core::{QueueError, StoreError};
+    let code = |c: &(dyn std::error::Error + 'static)| -> Option<String> {
+        let (queue, store) = match c.downcast_ref::<CallError>() {
+            Some(CallError::Queue(q)) => (Some(q), None),
+            Some(CallError::Store(s)) => (None, Some(s)),
+            _ => (c.downcast_ref::<QueueError>(), c.downcast_ref::<StoreError>()),
+        };
+        match (queue, store) {
+            (Some(QueueError::Permanent { code, .. }), _) | (_, Some(StoreError::Permanent { code, .. })) => {
+                Some(code.clone())
+            }
+            _ => None,
+        }
+    };
+    // The results database is written through rusqlite directly.
+    let full = e.chain().any(|c| {
+        code(c).is_some_and(|code| code == DISK_FULL)
+            || matches!(c.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull)
+    });
+    if !full {
+        return e;
+    }
+    anyhow::Error::new(UserError {
+        message: format!(
+            "the disk holding the data directory {} is full; free some space and rerun the same command to resume (everything acknowledged is kept)",
+            dir.display()
+        ),
+        code: 1,
+    })
+}

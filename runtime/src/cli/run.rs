@@ -40,7 +40,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     crate::experiment::check_runnable(&sweep, &base_dir)
         .map_err(|e| UserError::bad_input(format!("{}: {e}", args.sweep.display())))?;
     let visibility_ms = args.visibility_s * 1000;
-    let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms).await?;
+    let full = |e| crate::cli::local::explain_disk_full(e, &args.data.data);
+    let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms)
+        .await
+        .map_err(full)?;
     // This process holds the data directory exclusively, so whatever is in
     // flight was held by a run that died: hand it out again now rather than
     // after its visibility timeout.
@@ -52,12 +55,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         (&local.results_db_queue, crate::cli::local::RESULTS),
     ] {
         let ran = |body: &str| crate::cli::local::job_started(&started, body);
-        let released = db.release_orphans(queue, ran).context("cannot read the queues")?;
+        let released = db
+            .release_orphans(queue, ran)
+            .context("cannot read the queues")
+            .map_err(full)?;
         if released > 0 {
             eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
         }
     }
-    local.jobs_db.clear_started().context("cannot write the queues")?;
+    local
+        .jobs_db
+        .clear_started()
+        .context("cannot write the queues")
+        .map_err(full)?;
     let started_ms = local.clock.mono_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -66,7 +76,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let id = sweep.id();
     let submitted = sweep.len().expect("validated");
     let progress = progress_bar(submitted);
-    let roles = Roles::start(&local, &sweep, base_dir, &args, stop_rx.clone());
+    let roles = Roles::start(&local, &sweep, base_dir, &args, (stop_tx.clone(), stop_rx.clone()));
     let outcome = drive(&local, &sweep, &args, &roles, &progress, &stop_rx).await;
     let _ = stop_tx.send(true);
     let role_error = roles.join().await;
@@ -75,12 +85,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("tally: interrupted; nothing is lost: rerun the same command to resume");
         return Ok(EXIT_INTERRUPTED);
     }
-    outcome?;
+    outcome.map_err(full)?;
     if let Some(e) = role_error {
-        return Err(e);
+        return Err(full(e));
     }
     let mut missing = MissingKeys::default();
-    let report = reconcile_into_db(&local, &id, args.policy, &mut missing).await?;
+    let report = reconcile_into_db(&local, &id, args.policy, &mut missing)
+        .await
+        .map_err(full)?;
     let elapsed = local.clock.mono_ms().saturating_sub(started_ms) as f64 / 1000.0;
     print_report(&report, &local.results_db(), args.json, Some(elapsed));
     Ok(crate::cli::inspect::exit_code(&report))
@@ -96,9 +108,21 @@ struct Roles {
 }
 
 impl Roles {
-    fn start(local: &Local, sweep: &Sweep, base_dir: std::path::PathBuf, args: &RunArgs, stop: Shutdown) -> Self {
+    /// Start every role. A role that fails stops the others (through
+    /// `halt`): the run cannot finish without it, and would otherwise wait
+    /// for it forever.
+    fn start(
+        local: &Local,
+        sweep: &Sweep,
+        base_dir: std::path::PathBuf,
+        args: &RunArgs,
+        (halt, stop): (tokio::sync::watch::Sender<bool>, Shutdown),
+    ) -> Self {
         let clock = Arc::clone(&local.clock);
-        let mut tasks = JoinSet::new();
+        let mut tasks = RoleTasks {
+            set: JoinSet::new(),
+            halt,
+        };
         let submit_stats = Arc::new(SubmitStats::default());
         let submitter = Arc::new(Submitter {
             jobs: local.jobs.clone(),
@@ -173,7 +197,7 @@ impl Roles {
         };
         tasks.spawn(async move { ("aggregator", aggregator.run(stop).await) });
         Self {
-            tasks,
+            tasks: tasks.set,
             submit_stats,
             submitter_done,
             aggregator: aggregator_stats,
@@ -193,6 +217,28 @@ impl Roles {
             first.get_or_insert(err);
         }
         first
+    }
+}
+
+/// The roles' tasks, each of which stops the run if it fails.
+struct RoleTasks {
+    set: JoinSet<(&'static str, Result<(), CallError>)>,
+    halt: tokio::sync::watch::Sender<bool>,
+}
+
+impl RoleTasks {
+    fn spawn(
+        &mut self,
+        role: impl std::future::Future<Output = (&'static str, Result<(), CallError>)> + Send + 'static,
+    ) {
+        let halt = self.halt.clone();
+        self.set.spawn(async move {
+            let (name, outcome) = role.await;
+            if matches!(outcome, Err(ref e) if !matches!(e, CallError::Stopped)) {
+                let _ = halt.send(true);
+            }
+            (name, outcome)
+        });
     }
 }
 

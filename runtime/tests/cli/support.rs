@@ -120,3 +120,35 @@ pub fn read_pid(path: &Path, ms: u64) -> Option<i32> {
     }
     None
 }
+
+/// Run `cmd` for at most `bound_ms`, killing it then; its exit code
+/// (`None` if killed or signalled) and its stderr.
+pub fn output_within(mut cmd: Command, bound_ms: u64) -> anyhow::Result<(Option<i32>, String)> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Drain stderr on a thread so a chatty child cannot block on a full pipe.
+    #[allow(clippy::disallowed_methods)] // a test's helper thread, never the simulator
+    let reader = {
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        })
+    };
+    let mut code = None;
+    for _ in 0..bound_ms / 20 {
+        if let Some(status) = child.try_wait()? {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    child.wait()?;
+    Ok((code, reader.join().unwrap_or_default()))
+}

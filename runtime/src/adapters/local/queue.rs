@@ -58,6 +58,9 @@ pub struct SqliteQueues {
     notify: tokio::sync::Notify,
 }
 
+/// The error code of every local adapter's error for a full disk.
+pub const DISK_FULL: &str = "DiskFull";
+
 fn sql_err(e: rusqlite::Error) -> QueueError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -71,6 +74,11 @@ fn sql_err(e: rusqlite::Error) -> QueueError {
                 message: e.to_string(),
             }
         }
+        // Retrying cannot make space: say so at once instead of failing on.
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => QueueError::Permanent {
+            code: DISK_FULL.into(),
+            message: format!("the disk holding the queue database is full ({e})"),
+        },
         other => QueueError::Permanent {
             code: "SqliteError".into(),
             message: other.to_string(),
