@@ -253,6 +253,7 @@ impl Experiment for Command {
             Ok(argv) => argv,
             Err(e) => return failed(e),
         };
+        tracing::debug!(sweep = %job.sweep, index = job.index, argv = ?argv, "job starting");
         let mut child = match self.spawn(&argv) {
             Ok(child) => child,
             Err(outcome) => return outcome,
@@ -280,6 +281,7 @@ impl Experiment for Command {
         if let Some(note) = process::signal_note(&status) {
             append_line(&mut stderr_tail, &note);
         }
+        tracing::debug!(sweep = %job.sweep, index = job.index, %status, "job ended");
         // Parse with the whole last line kept, where metrics live; keep only
         // the usual tail of a long last line that is not metrics.
         let (metrics, stdout) = match parse_stdout(&out.text(usize::MAX)) {

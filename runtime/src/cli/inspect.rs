@@ -37,6 +37,14 @@ pub async fn reconcile_into_db(
     .await?;
     db.finish(&report)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(
+        sweep = sweep_id,
+        done = report.done,
+        failed = report.failed,
+        missing = report.missing,
+        db = %path.display(),
+        "reconciled"
+    );
     Ok(report)
 }
 

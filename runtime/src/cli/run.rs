@@ -75,6 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     let id = sweep.id();
     let submitted = sweep.len().expect("validated");
+    tracing::info!(sweep = %id, jobs = submitted, data = %local.dir.display(), workers = args.workers, "running the sweep");
     let progress = progress_bar(submitted);
     let roles = Roles::start(&local, &sweep, base_dir, &args, (stop_tx.clone(), stop_rx.clone()));
     let outcome = drive(&local, &sweep, &args, &roles, &progress, &stop_rx).await;

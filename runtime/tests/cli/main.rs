@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod crash;
+mod diagnostics;
 mod jobs;
 mod stop;
 mod support;

@@ -1,0 +1,36 @@
+//! What tally says when asked to say more, and when something is wrong
+//! that the user must fix.
+
+use crate::support::{data_arg, tally, Scratch};
+
+#[test]
+fn verbose_flags_log_to_stderr_and_rust_log_overrides_them() -> anyhow::Result<()> {
+    let scratch = Scratch::new("verbose");
+    let sweep = scratch.write(
+        "s.toml",
+        "name = \"verbose\"\nruns = 2\n[experiment]\ncommand = [\"true\"]\n",
+    );
+    // A fresh data directory each time, so every run runs its jobs.
+    let with = |flags: &[&str], rust_log: Option<&str>| -> anyhow::Result<String> {
+        let data = scratch.path(&format!("data{}{}", flags.concat(), rust_log.unwrap_or_default()));
+        let mut cmd = tally();
+        cmd.args(flags)
+            .args(["run", &sweep.display().to_string(), "--data", &data_arg(&data)]);
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output()?;
+        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stderr)?)
+    };
+    let info = with(&["-v"], None)?;
+    assert!(info.contains("INFO") && info.contains("running the sweep"), "{info}");
+    assert!(!info.contains("\u{1b}["), "no colour codes in a pipe: {info}");
+    let debug = with(&["-vv"], None)?;
+    assert!(debug.contains("DEBUG") && debug.contains("job starting"), "{debug}");
+    let quiet = with(&["-vv"], Some("error"))?;
+    assert!(!quiet.contains("running the sweep"), "RUST_LOG overrides -vv: {quiet}");
+    let env = with(&[], Some("tally=info"))?;
+    assert!(env.contains("running the sweep"), "{env}");
+    Ok(())
+}
