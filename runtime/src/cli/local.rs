@@ -70,19 +70,22 @@ impl Local {
     /// With `exclusive`, hold the directory's lock (one run at a time).
     pub async fn open(dir: &Path, create: bool, lock_mode: LockMode, visibility_ms: u64) -> anyhow::Result<Self> {
         if !create && !dir.join(JOBS_FILE).exists() {
-            return Err(UserError::bad_input(format!(
-                "{} holds no tally data; run `tally run SWEEP.toml --data {}` first",
-                dir.display(),
-                dir.display()
-            )));
+            return Err(UserError::bad_input(no_work_queue(dir)));
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let lock = lock(dir, lock_mode)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let jobs_db = SqliteQueues::open(&dir.join(JOBS_FILE), Arc::clone(&clock))
-            .context("cannot open the work queue's database")?;
-        let results_db_queue = SqliteQueues::open(&dir.join(RESULTS_FILE), Arc::clone(&clock))
-            .context("cannot open the results queue's database")?;
+        let open = |file: &str| {
+            let path = dir.join(file);
+            SqliteQueues::open(&path, Arc::clone(&clock)).with_context(|| {
+                format!(
+                    "cannot open the queue database {} (if it was deleted, delete its -wal and -shm files too and rerun)",
+                    path.display()
+                )
+            })
+        };
+        let jobs_db = open(JOBS_FILE)?;
+        let results_db_queue = open(RESULTS_FILE)?;
         let jobs = Arc::new(jobs_db.queue(
             JOBS,
             QueueConfig {
@@ -159,6 +162,25 @@ fn lock(dir: &Path, mode: LockMode) -> anyhow::Result<Option<std::fs::File>> {
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+}
+
+/// Why a data directory without a work queue cannot be read: it never held
+/// tally data, or its work queue file was deleted.
+fn no_work_queue(dir: &Path) -> String {
+    let others = [RESULTS_FILE, "ledger.sqlite", "store"];
+    if !others.iter().any(|f| dir.join(f).exists()) {
+        return format!(
+            "{} holds no tally data; run `tally run SWEEP.toml --data {}` first",
+            dir.display(),
+            dir.display()
+        );
+    }
+    format!(
+        "{} holds tally data but its work queue {} is missing (deleted?); rerun `tally run SWEEP.toml --data {}` to recreate it and resubmit the jobs lost with it",
+        dir.display(),
+        dir.join(JOBS_FILE).display(),
+        dir.display()
+    )
 }
 
 /// A job's key in the started journal.

@@ -1,7 +1,7 @@
 //! What tally says when asked to say more, and when something is wrong
 //! that the user must fix.
 
-use crate::support::{data_arg, tally, Scratch};
+use crate::support::{data_arg, run, synthetic_sweep, tally, Scratch};
 
 #[test]
 fn verbose_flags_log_to_stderr_and_rust_log_overrides_them() -> anyhow::Result<()> {
@@ -32,5 +32,33 @@ fn verbose_flags_log_to_stderr_and_rust_log_overrides_them() -> anyhow::Result<(
     assert!(!quiet.contains("running the sweep"), "RUST_LOG overrides -vv: {quiet}");
     let env = with(&[], Some("tally=info"))?;
     assert!(env.contains("running the sweep"), "{env}");
+    Ok(())
+}
+
+#[test]
+fn a_deleted_work_queue_is_named_with_what_to_do() -> anyhow::Result<()> {
+    let scratch = Scratch::new("noqueue");
+    let sweep = scratch.write("s.toml", &synthetic_sweep("noqueue", 20, 0));
+    let data = scratch.path("data");
+    assert!(run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)])
+        .status
+        .success());
+    std::fs::remove_file(data.join("queue-jobs.sqlite"))?;
+    for command in ["status", "report"] {
+        let out = run(&[command, "--data", &data_arg(&data)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("its work queue") && stderr.contains("queue-jobs.sqlite is missing"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("rerun `tally run"), "{stderr}");
+    }
+    let out = run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)]);
+    assert!(
+        out.status.success(),
+        "a rerun recreates it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
