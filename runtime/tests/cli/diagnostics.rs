@@ -62,3 +62,24 @@ fn a_deleted_work_queue_is_named_with_what_to_do() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_local_backend_speaks_of_its_own_queues_not_of_aws() -> anyhow::Result<()> {
+    use tally::adapters::local::{SqliteQueues, SystemClock};
+    let scratch = Scratch::new("localwords");
+    let sweep = scratch.write("s.toml", &synthetic_sweep("localwords", 5, 0));
+    let data = scratch.path("data");
+    assert!(run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)])
+        .status
+        .success());
+    let queues = SqliteQueues::open(
+        &data.join("queue-jobs.sqlite"),
+        std::sync::Arc::new(SystemClock::default()),
+    )?;
+    queues.delete_queue("tally-jobs")?;
+    let out = run(&["status", "--data", &data_arg(&data)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tally-jobs") && text.contains("does not exist"), "{text}");
+    assert!(!text.contains("AWS"), "{text}");
+    Ok(())
+}

@@ -6,8 +6,8 @@
 //! succeeds without deleting, AWS's documented worst case); batches of at
 //! most ten entries and 1 MiB; per-entry errors; long polling; redrive to a
 //! dead-letter queue after `max_receives`; queue deletion, with
-//! `NonExistentQueue` for every call on a deleted queue and
-//! `QueueDeletedRecently` for 60 s after. Several processes may share the
+//! `NoSuchQueue` for every call on a deleted queue and
+//! `QueueDeletedRecently` for 60 s after (SQS's behaviour, in local words). Several processes may share the
 //! file: SQLite's locking serialises them. Times are wall-clock
 //! milliseconds, so visibility survives a process restart.
 
@@ -235,7 +235,7 @@ impl SqliteQueues {
 fn missing(name: &str) -> QueueError {
     QueueError::Missing {
         queue: name.to_owned(),
-        code: "AWS.SimpleQueueService.NonExistentQueue".into(),
+        code: "NoSuchQueue".into(),
     }
 }
 
@@ -434,7 +434,7 @@ impl Queue for SqliteQueue {
                 return Err(QueueError::DeletedRecently {
                     queue: self.name.clone(),
                     retry_after_ms: ready_ms - now,
-                    code: "AWS.SimpleQueueService.QueueDeletedRecently".into(),
+                    code: "QueueDeletedRecently".into(),
                 });
             }
         }
