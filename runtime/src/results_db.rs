@@ -339,6 +339,14 @@ fn export_field(value: rusqlite::types::ValueRef<'_>, nan: bool) -> Option<Strin
     }
 }
 
+/// The sweeps that have rows in the results database, in order.
+pub fn sweeps(db: &Path) -> anyhow::Result<Vec<String>> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare("SELECT DISTINCT sweep FROM results ORDER BY sweep")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Writes one exported row, given its fields as text.
 type EmitRow<'a> = dyn FnMut(&rusqlite::Row<'_>, &[Option<String>]) -> anyhow::Result<()> + 'a;
 

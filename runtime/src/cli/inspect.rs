@@ -180,6 +180,20 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<u8> {
             local.dir.display()
         )));
     }
+    if let Some(asked) = &args.sweep {
+        let held = crate::results_db::sweeps(&db).with_context(|| format!("cannot read {}", db.display()))?;
+        if !held.contains(asked) {
+            return Err(UserError::bad_input(format!(
+                "{} holds no sweep {asked:?}; it holds: {}",
+                db.display(),
+                if held.is_empty() {
+                    "none".to_owned()
+                } else {
+                    held.join(", ")
+                }
+            )));
+        }
+    }
     let rows = match &args.out {
         Some(path) => {
             let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;

@@ -83,3 +83,30 @@ fn the_local_backend_speaks_of_its_own_queues_not_of_aws() -> anyhow::Result<()>
     assert!(!text.contains("AWS"), "{text}");
     Ok(())
 }
+
+#[test]
+fn exporting_a_sweep_that_is_not_there_exits_2_naming_the_sweeps_held() -> anyhow::Result<()> {
+    let scratch = Scratch::new("exportnope");
+    let sweep = scratch.write("s.toml", &synthetic_sweep("exportnope", 5, 0));
+    let data = scratch.path("data");
+    assert!(run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)])
+        .status
+        .success());
+    let out = run(&[
+        "export",
+        "--data",
+        &data_arg(&data),
+        "--format",
+        "csv",
+        "--sweep",
+        "nope",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no header for nothing");
+    assert!(
+        stderr.contains("no sweep \"nope\"") && stderr.contains("exportnope-"),
+        "{stderr}"
+    );
+    Ok(())
+}
