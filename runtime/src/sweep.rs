@@ -116,6 +116,8 @@ pub struct SweepError {
 }
 
 const RESERVED: [&str; 3] = ["index", "run", "sweep"];
+/// The hint for a brace that was meant literally.
+const LITERAL_BRACES: &str = " (a literal brace is written {{ or }})";
 /// Most jobs one sweep may have.
 pub const JOBS_MAX: u64 = 1 << 40;
 
@@ -139,7 +141,11 @@ impl Sweep {
             message,
         };
         let sweep: Sweep = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let message = e.message().trim().trim_end_matches('.').to_owned();
+            let mut message = e.message().trim().trim_end_matches('.').to_owned();
+            // serde's words for a value of the wrong type, said in the user's.
+            if message.contains("untagged enum Value") {
+                message = "a parameter value must be an integer, a float, a string or a boolean, not a table, an array or a date".into();
+            }
             err(e.span().and_then(|s| line_of(s.start)), message)
         })?;
         if let Some((name, f)) = sweep.non_finite_value() {
@@ -247,7 +253,7 @@ impl Sweep {
         if !any_settings || !in_grid || !in_settings {
             return Err((
                 Some("command".into()),
-                format!("command uses {{{name}}} but not every parameter setting defines {name:?}"),
+                format!("command uses {{{name}}} but not every parameter setting defines {name:?}{LITERAL_BRACES}"),
             ));
         }
         Ok(())
@@ -394,11 +400,11 @@ pub fn render(template: &str, mut lookup: impl FnMut(&str) -> Option<String>) ->
             continue;
         }
         if tail.starts_with('}') {
-            return Err(format!("argument {template:?} has an unmatched '}}'"));
+            return Err(format!("argument {template:?} has an unmatched '}}'{LITERAL_BRACES}"));
         }
         let end = tail
             .find('}')
-            .ok_or_else(|| format!("argument {template:?} has an unclosed '{{'"))?;
+            .ok_or_else(|| format!("argument {template:?} has an unclosed '{{'{LITERAL_BRACES}"))?;
         let name = &tail[1..end];
         let value = lookup(name).ok_or_else(|| format!("argument {template:?} uses unknown placeholder {{{name}}}"))?;
         out.push_str(&value);
@@ -492,6 +498,32 @@ depth = [2, 4, 8]
         let e = Sweep::parse("s.toml", &text).unwrap_err();
         assert_eq!(e.line, Some(13), "{e}");
         assert!(e.to_string().contains("\"lr\" has the value NaN"), "{e}");
+    }
+
+    #[test]
+    fn a_nested_value_says_which_types_are_allowed() {
+        for bad in ["x = [[1, 2]]", "x = [{ a = 1 }]", "x = [1979-05-27]"] {
+            let text = format!("{GOOD}\n[[settings]]\n{bad}\n").replace("lr = [0.1, 1.0]\ndepth = [2, 4, 8]\n", "");
+            let e = Sweep::parse("f.toml", &text).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("must be an integer, a float, a string or a boolean"),
+                "{bad}: {e}"
+            );
+            assert!(!e.to_string().contains("untagged"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_brace_meant_literally_gets_a_hint() {
+        let text = GOOD.replace("\"{{literal}}\"", "\"{'a': 1}\"");
+        let e = Sweep::parse("f.toml", &text).unwrap_err();
+        assert!(e.to_string().contains("{{ or }}"), "{e}");
+        let text = GOOD.replace("\"{{literal}}\"", "\"a}\"");
+        assert!(Sweep::parse("f.toml", &text)
+            .unwrap_err()
+            .to_string()
+            .contains("{{ or }}"));
     }
 
     #[test]
