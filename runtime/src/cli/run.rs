@@ -44,30 +44,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms)
         .await
         .map_err(full)?;
-    // This process holds the data directory exclusively, so whatever is in
-    // flight was held by a run that died: hand it out again now rather than
-    // after its visibility timeout.
-    // A job that was running when that run died may be what killed it: its
-    // receive counts, so it is given up after max_attempts.
-    let started = local.jobs_db.started().context("cannot read the queues")?;
-    for (db, queue) in [
-        (&local.jobs_db, crate::cli::local::JOBS),
-        (&local.results_db_queue, crate::cli::local::RESULTS),
-    ] {
-        let ran = |body: &str| crate::cli::local::job_started(&started, body);
-        let released = db
-            .release_orphans(queue, ran)
-            .context("cannot read the queues")
-            .map_err(full)?;
-        if released > 0 {
-            eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
-        }
-    }
-    local
-        .jobs_db
-        .clear_started()
-        .context("cannot write the queues")
-        .map_err(full)?;
+    release_orphans(&local).map_err(full)?;
     let started_ms = local.clock.mono_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -97,6 +74,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let elapsed = local.clock.mono_ms().saturating_sub(started_ms) as f64 / 1000.0;
     print_report(&report, &local.results_db(), args.json, Some(elapsed));
     Ok(crate::cli::inspect::exit_code(&report))
+}
+
+/// This process holds the data directory exclusively, so whatever is in
+/// flight was held by a run that died: hand it out again now rather than
+/// after its visibility timeout. A job that was running when that run died
+/// may be what killed it: its receive counts, so it is given up after
+/// max_attempts instead of killing every rerun.
+fn release_orphans(local: &Local) -> anyhow::Result<()> {
+    let started = local.jobs_db.started().context("cannot read the queues")?;
+    for (db, queue) in [
+        (&local.jobs_db, crate::cli::local::JOBS),
+        (&local.results_db_queue, crate::cli::local::RESULTS),
+    ] {
+        let ran = |body: &str| crate::cli::local::job_started(&started, body);
+        let released = db.release_orphans(queue, ran).context("cannot read the queues")?;
+        if released > 0 {
+            eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
+        }
+    }
+    local.jobs_db.clear_started().context("cannot write the queues")
 }
 
 /// The roles running in this process.
