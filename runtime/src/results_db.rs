@@ -9,7 +9,10 @@
 //!   (done / failed / conflict / missing), `status`, `exit_code`, `runs`
 //!   (distinct runs seen), `attempt`, `receive_count`, `worker`, `run_id`,
 //!   `started_ms`, `duration_ms`, `stdout`, `stderr_tail`, `metrics_json`,
-//!   then one column per metric.
+//!   then one column per metric. A metric Python printed as `Infinity` or
+//!   `-Infinity` is a REAL infinity; one printed as `NaN` is NULL (SQLite
+//!   stores no NaN), and `metrics_json` keeps `"NaN"`, which the exports
+//!   write back as `NaN`.
 //! - `reports`: the reconciliation report of each sweep, as JSON.
 
 use std::collections::BTreeSet;
@@ -227,9 +230,14 @@ impl ResultsDb {
                 taken.insert(col.to_ascii_lowercase());
             }
             let path = format!("$.{}", serde_json::to_string(&name).expect("a name serialises"));
+            // Non-finite numbers travel as strings (experiment::quote_non_finite);
+            // SQLite keeps infinities as REAL but turns any NaN into NULL.
             self.conn.execute(
                 &format!(
-                    "UPDATE results SET {} = json_extract(metrics_json, ?1) WHERE sweep=?2",
+                    "UPDATE results SET {} = CASE json_extract(metrics_json, ?1)
+                        WHEN 'Infinity' THEN 9e999 WHEN '-Infinity' THEN -9e999 WHEN 'NaN' THEN NULL
+                        ELSE json_extract(metrics_json, ?1) END
+                     WHERE sweep=?2",
                     ident(&col)
                 ),
                 rusqlite::params![path, self.manifest.id],
@@ -308,51 +316,115 @@ pub enum Format {
     Jsonl,
 }
 
+/// A float as Python writes it, non-finite ones included.
+fn python_float(f: f64) -> String {
+    match f {
+        f if f.is_nan() => "NaN".into(),
+        f64::INFINITY => "Infinity".into(),
+        f64::NEG_INFINITY => "-Infinity".into(),
+        f => f.to_string(),
+    }
+}
+
+/// The metric columns of a row that hold a NaN: NULL in SQLite, `"NaN"` in
+/// `metrics_json`.
+fn nan_columns(row: &rusqlite::Row<'_>, metrics_at: Option<usize>) -> rusqlite::Result<Vec<String>> {
+    let Some(i) = metrics_at else { return Ok(Vec::new()) };
+    let Some(text) = row.get_ref(i)?.as_str_or_null()? else {
+        return Ok(Vec::new());
+    };
+    if !text.contains("\"NaN\"") {
+        return Ok(Vec::new());
+    }
+    let metrics: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
+    Ok(metrics
+        .into_iter()
+        .filter(|(_, v)| v == "NaN")
+        .flat_map(|(k, _)| [format!("metric_{k}"), k])
+        .collect())
+}
+
+/// One field of an export, as text: `None` for NULL.
+fn export_field(value: rusqlite::types::ValueRef<'_>, nan: bool) -> Option<String> {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null if nan => Some("NaN".into()),
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(python_float(f)),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// The sweeps that have rows in the results database, in order.
+pub fn sweeps(db: &Path) -> anyhow::Result<Vec<String>> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare("SELECT DISTINCT sweep FROM results ORDER BY sweep")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Writes one exported row, given its fields as text.
+type EmitRow<'a> = dyn FnMut(&rusqlite::Row<'_>, &[Option<String>]) -> anyhow::Result<()> + 'a;
+
 /// Write the `results` rows of `sweep` (all sweeps if `None`) to `out`;
 /// returns how many rows were written.
 pub fn export(db: &Path, sweep: Option<&str>, format: Format, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
-    use rusqlite::types::ValueRef;
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare("SELECT * FROM results WHERE ?1 IS NULL OR sweep=?1 ORDER BY sweep, idx")?;
     let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let mut rows = stmt.query([sweep])?;
     let mut count = 0;
+    let mut each_row = |emit: &mut EmitRow<'_>| {
+        let metrics_at = names.iter().position(|n| n == "metrics_json");
+        while let Some(row) = rows.next()? {
+            count += 1;
+            let nan = nan_columns(row, metrics_at)?;
+            let mut fields = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                fields.push(export_field(row.get_ref(i)?, nan.contains(name)));
+            }
+            emit(row, &fields)?;
+        }
+        anyhow::Ok(())
+    };
     match format {
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record(&names)?;
-            while let Some(row) = rows.next()? {
-                count += 1;
-                let mut fields = Vec::with_capacity(names.len());
-                for i in 0..names.len() {
-                    fields.push(match row.get_ref(i)? {
-                        ValueRef::Null => String::new(),
-                        ValueRef::Integer(i) => i.to_string(),
-                        ValueRef::Real(f) => f.to_string(),
-                        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
-                    });
-                }
-                w.write_record(&fields)?;
-            }
+            each_row(&mut |_, fields| Ok(w.write_record(fields.iter().map(|f| f.as_deref().unwrap_or("")))?))?;
             w.flush()?;
         }
-        Format::Jsonl => {
-            while let Some(row) = rows.next()? {
-                count += 1;
-                let mut obj = serde_json::Map::new();
-                for (i, name) in names.iter().enumerate() {
-                    let value = match row.get_ref(i)? {
-                        ValueRef::Null => serde_json::Value::Null,
-                        ValueRef::Integer(i) => serde_json::json!(i),
-                        ValueRef::Real(f) => serde_json::json!(f),
-                        ValueRef::Text(t) | ValueRef::Blob(t) => serde_json::json!(String::from_utf8_lossy(t)),
-                    };
-                    obj.insert(name.clone(), value);
-                }
-                serde_json::to_writer(&mut *out, &obj)?;
-                out.write_all(b"\n")?;
-            }
-        }
+        Format::Jsonl => each_row(&mut |row, fields| write_json_line(out, &names, row, fields))?,
     }
     Ok(count)
+}
+
+/// One row as a JSON object. Numbers are written bare, non-finite ones as
+/// Python's `json.dumps` writes them (`NaN`, `Infinity`, `-Infinity`), so
+/// pandas and Python's `json` read them back as floats.
+fn write_json_line(
+    out: &mut dyn std::io::Write,
+    names: &[String],
+    row: &rusqlite::Row<'_>,
+    fields: &[Option<String>],
+) -> anyhow::Result<()> {
+    use rusqlite::types::ValueRef;
+    let mut line = String::from("{");
+    for (i, (name, field)) in names.iter().zip(fields).enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        line.push_str(&serde_json::to_string(name)?);
+        line.push(':');
+        match (row.get_ref(i)?, field) {
+            (_, None) => line.push_str("null"),
+            (ValueRef::Text(_) | ValueRef::Blob(_), Some(text)) => line.push_str(&serde_json::to_string(text)?),
+            (ValueRef::Real(f), Some(_)) if f.is_finite() => line.push_str(&serde_json::to_string(&f)?),
+            (_, Some(number)) => line.push_str(number),
+        }
+    }
+    line.push_str("}\n");
+    out.write_all(line.as_bytes())?;
+    Ok(())
 }

@@ -116,6 +116,8 @@ pub struct SweepError {
 }
 
 const RESERVED: [&str; 3] = ["index", "run", "sweep"];
+/// The hint for a brace that was meant literally.
+const LITERAL_BRACES: &str = " (a literal brace is written {{ or }})";
 /// Most jobs one sweep may have.
 pub const JOBS_MAX: u64 = 1 << 40;
 
@@ -139,9 +141,19 @@ impl Sweep {
             message,
         };
         let sweep: Sweep = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let message = e.message().trim().trim_end_matches('.').to_owned();
+            let mut message = e.message().trim().trim_end_matches('.').to_owned();
+            // serde's words for a value of the wrong type, said in the user's.
+            if message.contains("untagged enum Value") {
+                message = "a parameter value must be an integer, a float, a string or a boolean, not a table, an array or a date".into();
+            }
             err(e.span().and_then(|s| line_of(s.start)), message)
         })?;
+        if let Some((name, f)) = sweep.non_finite_value() {
+            return Err(err(
+                value_line(text, &name),
+                format!("parameter {name:?} has the value {f}; parameter values must be finite numbers, strings or booleans"),
+            ));
+        }
         // Point semantic errors at the line that names the offending key.
         sweep
             .validate()
@@ -191,6 +203,17 @@ impl Sweep {
         Ok(())
     }
 
+    /// A NaN or infinite parameter value, which has no JSON form: it would
+    /// reach the manifest as null and every job using it be quarantined.
+    fn non_finite_value(&self) -> Option<(String, f64)> {
+        let grid = self.grid.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k, v)));
+        grid.chain(self.settings.iter().flat_map(|s| s.iter()))
+            .find_map(|(k, v)| match v {
+                Value::Float(f) if !f.is_finite() => Some((k.clone(), *f)),
+                _ => None,
+            })
+    }
+
     fn validate_experiment(&self) -> Result<(), (Option<String>, String)> {
         let e = &self.experiment;
         match (&e.command, &e.builtin) {
@@ -230,7 +253,7 @@ impl Sweep {
         if !any_settings || !in_grid || !in_settings {
             return Err((
                 Some("command".into()),
-                format!("command uses {{{name}}} but not every parameter setting defines {name:?}"),
+                format!("command uses {{{name}}} but not every parameter setting defines {name:?}{LITERAL_BRACES}"),
             ));
         }
         Ok(())
@@ -312,6 +335,27 @@ impl Sweep {
     }
 }
 
+/// The 1-based line that gives `key` a NaN or infinite value, or failing
+/// that the first that defines it.
+fn value_line(text: &str, key: &str) -> Option<usize> {
+    let non_finite = |line: &str| {
+        let value = line.split_once('=').map_or("", |(_, v)| v).to_ascii_lowercase();
+        value.contains("nan") || value.contains("inf")
+    };
+    text.lines()
+        .position(|line| defines(line, key) && non_finite(line))
+        .map(|i| i + 1)
+        .or_else(|| key_line(text, key))
+}
+
+fn defines(line: &str, key: &str) -> bool {
+    let line = line.trim_start();
+    let rest = line
+        .strip_prefix(key)
+        .or_else(|| line.strip_prefix(&format!("\"{key}\"")));
+    rest.is_some_and(|r| r.trim_start().starts_with('='))
+}
+
 /// The 1-based line that defines `key` (`key = ...`) or is the table
 /// header `key` (`[experiment]`).
 fn key_line(text: &str, key: &str) -> Option<usize> {
@@ -321,10 +365,7 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
             if key.starts_with('[') {
                 return line.starts_with(key);
             }
-            let rest = line
-                .strip_prefix(key)
-                .or_else(|| line.strip_prefix(&format!("\"{key}\"")));
-            rest.is_some_and(|r| r.trim_start().starts_with('='))
+            defines(line, key)
         })
         .map(|i| i + 1)
 }
@@ -359,11 +400,11 @@ pub fn render(template: &str, mut lookup: impl FnMut(&str) -> Option<String>) ->
             continue;
         }
         if tail.starts_with('}') {
-            return Err(format!("argument {template:?} has an unmatched '}}'"));
+            return Err(format!("argument {template:?} has an unmatched '}}'{LITERAL_BRACES}"));
         }
         let end = tail
             .find('}')
-            .ok_or_else(|| format!("argument {template:?} has an unclosed '{{'"))?;
+            .ok_or_else(|| format!("argument {template:?} has an unclosed '{{'{LITERAL_BRACES}"))?;
         let name = &tail[1..end];
         let value = lookup(name).ok_or_else(|| format!("argument {template:?} uses unknown placeholder {{{name}}}"))?;
         out.push_str(&value);
@@ -452,6 +493,50 @@ depth = [2, 4, 8]
         )
         .unwrap_err();
         assert!(e.to_string().contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn nan_and_infinite_parameter_values_are_refused_with_their_line() {
+        for (bad, shown) in [("nan", "NaN"), ("inf", "inf"), ("-inf", "-inf")] {
+            let text = GOOD.replace("depth = [2, 4, 8]", &format!("depth = [2, {bad}]"));
+            let e = Sweep::parse("f.toml", &text).unwrap_err();
+            assert_eq!(e.line, Some(10), "{e}");
+            assert!(
+                e.to_string().contains(&format!("\"depth\" has the value {shown}")),
+                "{e}"
+            );
+            assert!(e.to_string().contains("finite"), "{e}");
+        }
+        let text = format!("{GOOD}\n[[settings]]\nlr = nan\ndepth = 1\n");
+        let e = Sweep::parse("s.toml", &text).unwrap_err();
+        assert_eq!(e.line, Some(13), "{e}");
+        assert!(e.to_string().contains("\"lr\" has the value NaN"), "{e}");
+    }
+
+    #[test]
+    fn a_nested_value_says_which_types_are_allowed() {
+        for bad in ["x = [[1, 2]]", "x = [{ a = 1 }]", "x = [1979-05-27]"] {
+            let text = format!("{GOOD}\n[[settings]]\n{bad}\n").replace("lr = [0.1, 1.0]\ndepth = [2, 4, 8]\n", "");
+            let e = Sweep::parse("f.toml", &text).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("must be an integer, a float, a string or a boolean"),
+                "{bad}: {e}"
+            );
+            assert!(!e.to_string().contains("untagged"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_brace_meant_literally_gets_a_hint() {
+        let text = GOOD.replace("\"{{literal}}\"", "\"{'a': 1}\"");
+        let e = Sweep::parse("f.toml", &text).unwrap_err();
+        assert!(e.to_string().contains("{{ or }}"), "{e}");
+        let text = GOOD.replace("\"{{literal}}\"", "\"a}\"");
+        assert!(Sweep::parse("f.toml", &text)
+            .unwrap_err()
+            .to_string()
+            .contains("{{ or }}"));
     }
 
     #[test]

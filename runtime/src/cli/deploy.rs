@@ -291,7 +291,7 @@ async fn reconcile_until_stopped(args: ReconcileArgs, stop: &Shutdown) -> anyhow
     let path = args.out.clone().unwrap_or_else(|| backend.default_results_db());
     let report = rebuild_results_db(&backend, &id, &path).await?;
     print_report(&report, &path, args.json, None);
-    Ok(if report.is_complete() { 0 } else { 1 })
+    Ok(crate::cli::inspect::exit_code(&report))
 }
 
 /// Reconcile `id` into a fresh results database at `path`.

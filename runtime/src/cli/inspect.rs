@@ -37,6 +37,14 @@ pub async fn reconcile_into_db(
     .await?;
     db.finish(&report)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(
+        sweep = sweep_id,
+        done = report.done,
+        failed = report.failed,
+        missing = report.missing,
+        db = %path.display(),
+        "reconciled"
+    );
     Ok(report)
 }
 
@@ -76,22 +84,32 @@ pub fn print_report(report: &Report, db: &Path, json: bool, elapsed_s: Option<f6
             format!("{s:.1} s ({:.0} jobs/s)", report.submitted as f64 / s.max(1e-9)),
         );
     }
-    let verdict = if report.is_complete() && report.cancelled > 0 {
+    let failed = report.failed;
+    let verdict = if !report.is_complete() {
         format!(
-            "cancelled: {} jobs were not run; every other job has exactly one result",
+            "INCOMPLETE: {} missing, {} conflicts, {} phantoms, {} unreadable segments, {failed} failed",
+            report.missing, report.conflicts, report.phantoms, report.unreadable
+        )
+    } else if report.cancelled > 0 {
+        format!(
+            "cancelled: {} jobs were not run; every other job has exactly one result ({failed} failed)",
             report.cancelled
         )
-    } else if report.is_complete() {
+    } else if failed == 0 {
         "complete: every job has exactly one result".to_owned()
     } else {
         format!(
-            "INCOMPLETE: {} missing, {} conflicts, {} phantoms, {} unreadable segments",
-            report.missing, report.conflicts, report.phantoms, report.unreadable
+            "complete, but {failed} of {} jobs failed: every job has exactly one result, and the failures' \
+             stderr_tail is in the results database",
+            report.submitted
         )
     };
     row("verdict", verdict);
     if let Some((a, b)) = report.missing_ranges.first() {
         row("first missing", format!("{a}..={b}"));
+    }
+    if let Some(i) = report.failed_indices.first() {
+        row("first failed", i.to_string());
     }
     for segment in &report.unreadable_segments {
         row("unreadable", segment.clone());
@@ -110,6 +128,12 @@ fn unreadable_advice(report: &Report) -> String {
          again; the segment stays as evidence"
             .into()
     }
+}
+
+/// The exit code a report gives: 0 when the sweep is complete and no job
+/// failed, 1 when something needs attention.
+pub fn exit_code(report: &Report) -> u8 {
+    u8::from(!report.is_complete() || report.failed > 0)
 }
 
 /// Pick the sweep: the one asked for, or the only one there is.
@@ -142,7 +166,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let id = pick_sweep(&local, args.sweep).await?;
     let report = reconcile_into_db(&local, &id, Policy::Real, &mut reconciler::NoSink).await?;
     print_report(&report, &local.results_db(), args.json, None);
-    Ok(if report.is_complete() { 0 } else { 1 })
+    Ok(exit_code(&report))
 }
 
 /// `tally status`.
@@ -184,6 +208,20 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<u8> {
             db.display(),
             local.dir.display()
         )));
+    }
+    if let Some(asked) = &args.sweep {
+        let held = crate::results_db::sweeps(&db).with_context(|| format!("cannot read {}", db.display()))?;
+        if !held.contains(asked) {
+            return Err(UserError::bad_input(format!(
+                "{} holds no sweep {asked:?}; it holds: {}",
+                db.display(),
+                if held.is_empty() {
+                    "none".to_owned()
+                } else {
+                    held.join(", ")
+                }
+            )));
+        }
     }
     let rows = match &args.out {
         Some(path) => {

@@ -70,19 +70,22 @@ impl Local {
     /// With `exclusive`, hold the directory's lock (one run at a time).
     pub async fn open(dir: &Path, create: bool, lock_mode: LockMode, visibility_ms: u64) -> anyhow::Result<Self> {
         if !create && !dir.join(JOBS_FILE).exists() {
-            return Err(UserError::bad_input(format!(
-                "{} holds no tally data; run `tally run SWEEP.toml --data {}` first",
-                dir.display(),
-                dir.display()
-            )));
+            return Err(UserError::bad_input(no_work_queue(dir)));
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let lock = lock(dir, lock_mode)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let jobs_db = SqliteQueues::open(&dir.join(JOBS_FILE), Arc::clone(&clock))
-            .context("cannot open the work queue's database")?;
-        let results_db_queue = SqliteQueues::open(&dir.join(RESULTS_FILE), Arc::clone(&clock))
-            .context("cannot open the results queue's database")?;
+        let open = |file: &str| {
+            let path = dir.join(file);
+            SqliteQueues::open(&path, Arc::clone(&clock)).with_context(|| {
+                format!(
+                    "cannot open the queue database {} (if it was deleted, delete its -wal and -shm files too and rerun)",
+                    path.display()
+                )
+            })
+        };
+        let jobs_db = open(JOBS_FILE)?;
+        let results_db_queue = open(RESULTS_FILE)?;
         let jobs = Arc::new(jobs_db.queue(
             JOBS,
             QueueConfig {
@@ -161,4 +164,110 @@ fn lock(dir: &Path, mode: LockMode) -> anyhow::Result<Option<std::fs::File>> {
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+}
+
+/// Why a data directory without a work queue cannot be read: it never held
+/// tally data, or its work queue file was deleted.
+fn no_work_queue(dir: &Path) -> String {
+    let others = [RESULTS_FILE, "ledger.sqlite", "store"];
+    if !others.iter().any(|f| dir.join(f).exists()) {
+        return format!(
+            "{} holds no tally data; run `tally run SWEEP.toml --data {}` first",
+            dir.display(),
+            dir.display()
+        );
+    }
+    format!(
+        "{} holds tally data but its work queue {} is missing (deleted?); rerun `tally run SWEEP.toml --data {}` to recreate it and resubmit the jobs lost with it",
+        dir.display(),
+        dir.join(JOBS_FILE).display(),
+        dir.display()
+    )
+}
+
+/// A job's key in the started journal.
+fn started_key(sweep: &str, index: u64) -> String {
+    format!("{sweep}/{index}")
+}
+
+/// Whether a work-queue message's job was recorded as started.
+pub fn job_started(started: &std::collections::BTreeSet<String>, body: &str) -> bool {
+    crate::core::JobMessage::decode(body).is_ok_and(|m| started.contains(&started_key(&m.sweep, m.index)))
+}
+
+/// An experiment whose runs are journalled in the work queue's database
+/// while they run, so that a job that kills `tally run` has its receive
+/// counted by the next run ([`SqliteQueues::release_orphans`]) and is
+/// eventually given up instead of killing every rerun.
+pub struct Journalled {
+    /// The experiment.
+    pub inner: Arc<dyn crate::core::Experiment>,
+    /// Where the journal lives.
+    pub db: Arc<SqliteQueues>,
+}
+
+/// Ends a journal entry when the run ends or is abandoned.
+struct Started<'a>(&'a SqliteQueues, String);
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.mark_ended(&self.1) {
+            tracing::warn!(key = self.1, error = %e, "cannot journal the end of a job");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::core::Experiment for Journalled {
+    async fn run(&self, job: &crate::core::JobSpec) -> crate::core::Outcome {
+        let key = started_key(&job.sweep, job.index);
+        // Without the journal entry a job that kills its runner is retried
+        // forever; better to run it unjournalled than not at all.
+        let _started = match self.db.mark_started(&key) {
+            Ok(()) => Some(Started(&self.db, key)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot journal the start of a job");
+                None
+            }
+        };
+        self.inner.run(job).await
+    }
+}
+
+/// Turn a full disk, wherever in the data directory it was met, into one
+/// sentence that names the directory and says what to do; any other
+/// error is returned as it is.
+pub fn explain_disk_full(e: anyhow::Error, dir: &Path) -> anyhow::Error {
+    use crate::adapters::local::queue::DISK_FULL;
+    use crate::core::retry::CallError;
+    use crate::core::{QueueError, StoreError};
+    let code = |c: &(dyn std::error::Error + 'static)| -> Option<String> {
+        let (queue, store) = match c.downcast_ref::<CallError>() {
+            Some(CallError::Queue(q)) => (Some(q), None),
+            Some(CallError::Store(s)) => (None, Some(s)),
+            _ => (c.downcast_ref::<QueueError>(), c.downcast_ref::<StoreError>()),
+        };
+        match (queue, store) {
+            (Some(QueueError::Permanent { code, .. }), _) | (_, Some(StoreError::Permanent { code, .. })) => {
+                Some(code.clone())
+            }
+            _ => None,
+        }
+    };
+    // The results database is written through rusqlite directly.
+    let full = e.chain().any(|c| {
+        code(c).is_some_and(|code| code == DISK_FULL)
+            || matches!(c.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull)
+    });
+    if !full {
+        return e;
+    }
+    anyhow::Error::new(UserError {
+        message: format!(
+            "the disk holding the data directory {} is full; free some space and rerun the same command to resume (everything acknowledged is kept)",
+            dir.display()
+        ),
+        code: 1,
+    })
 }

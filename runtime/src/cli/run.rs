@@ -37,23 +37,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| ".".into());
+    crate::experiment::check_runnable(&sweep, &base_dir)
+        .map_err(|e| UserError::bad_input(format!("{}: {e}", args.sweep.display())))?;
     if !args.ignore_disk_space {
         crate::cli::space::check(&sweep, &args.data.data, args.submit_window)?;
     }
     let visibility_ms = args.visibility_s * 1000;
-    let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms).await?;
-    // This process holds the data directory exclusively, so whatever is in
-    // flight was held by a run that died: hand it out again now rather than
-    // after its visibility timeout.
-    for (db, queue) in [
-        (&local.jobs_db, crate::cli::local::JOBS),
-        (&local.results_db_queue, crate::cli::local::RESULTS),
-    ] {
-        let released = db.release_orphans(queue).context("cannot read the queues")?;
-        if released > 0 {
-            eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
-        }
-    }
+    let full = |e| crate::cli::local::explain_disk_full(e, &args.data.data);
+    let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms)
+        .await
+        .map_err(full)?;
+    release_orphans(&local).map_err(full)?;
     let started_ms = local.clock.mono_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -62,6 +56,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let id = sweep.id();
     earlier_versions(&local, &sweep, &args.data.data).await?;
     let submitted = sweep.len().expect("validated");
+    tracing::info!(sweep = %id, jobs = submitted, data = %local.dir.display(), workers = args.workers, "running the sweep");
     let progress = progress_bar(submitted);
     let (roles, mut tasks) = Roles::start(&local, &sweep, base_dir, &args, stop_rx.clone());
     // A role that fails ends the run at once (and says why) rather than
@@ -83,15 +78,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("tally: interrupted; nothing is lost: rerun the same command to resume");
         return Ok(EXIT_INTERRUPTED);
     }
-    outcome?;
+    outcome.map_err(full)?;
     if let Some(e) = role_error {
-        return Err(e);
+        return Err(full(e));
     }
     let mut missing = MissingKeys::default();
-    let report = reconcile_into_db(&local, &id, args.policy, &mut missing).await?;
+    let report = reconcile_into_db(&local, &id, args.policy, &mut missing)
+        .await
+        .map_err(full)?;
     let elapsed = local.clock.mono_ms().saturating_sub(started_ms) as f64 / 1000.0;
     print_report(&report, &local.results_db(), args.json, Some(elapsed));
-    Ok(if report.is_complete() { 0 } else { 1 })
+    Ok(crate::cli::inspect::exit_code(&report))
+}
+
+/// This process holds the data directory exclusively, so whatever is in
+/// flight was held by a run that died: hand it out again now rather than
+/// after its visibility timeout. A job that was running when that run died
+/// may be what killed it: its receive counts, so it is given up after
+/// max_attempts instead of killing every rerun.
+fn release_orphans(local: &Local) -> anyhow::Result<()> {
+    let started = local.jobs_db.started().context("cannot read the queues")?;
+    for (db, queue) in [
+        (&local.jobs_db, crate::cli::local::JOBS),
+        (&local.results_db_queue, crate::cli::local::RESULTS),
+    ] {
+        let ran = |body: &str| crate::cli::local::job_started(&started, body);
+        let released = db.release_orphans(queue, ran).context("cannot read the queues")?;
+        if released > 0 {
+            eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
+        }
+    }
+    local.jobs_db.clear_started().context("cannot write the queues")
 }
 
 /// The role tasks of this process, each named.
@@ -128,10 +145,7 @@ impl Roles {
             let (submitter, sweep, stop) = (Arc::clone(&submitter), sweep.clone(), stop.clone());
             tasks.spawn(async move { ("submitter", submitter.submit(&sweep, &stop).await.map(|_| ())) });
         }
-        let factory_clock = Arc::clone(&clock);
-        let manifests = Arc::new(ManifestCache::new(Arc::new(move |s: &Sweep| {
-            crate::experiment::from_sweep(s, base_dir.clone(), Arc::clone(&factory_clock))
-        })));
+        let manifests = manifests(local, base_dir);
         let instance = crate::cli::instance_id();
         let worker = Arc::new(Worker {
             jobs: local.jobs.clone(),
@@ -177,6 +191,24 @@ impl Roles {
         };
         (roles, tasks)
     }
+}
+
+/// The worker's sweeps and their experiments. A program's runs are
+/// journalled in the work queue's database while they run: only a program
+/// can kill the runner, so only a program's receive must outlive it.
+fn manifests(local: &Local, base_dir: std::path::PathBuf) -> Arc<ManifestCache> {
+    let (factory_clock, journal) = (Arc::clone(&local.clock), Arc::clone(&local.jobs_db));
+    Arc::new(ManifestCache::new(Arc::new(move |s: &Sweep| {
+        let inner = crate::experiment::from_sweep(s, base_dir.clone(), Arc::clone(&factory_clock));
+        // Only a program can kill the runner; the built-in runs unjournalled.
+        if s.experiment.command.is_none() {
+            return inner;
+        }
+        Arc::new(crate::cli::local::Journalled {
+            inner,
+            db: Arc::clone(&journal),
+        }) as Arc<dyn crate::core::Experiment>
+    })))
 }
 
 /// A role's end, as an error if it failed.

@@ -85,3 +85,42 @@ fn a_foreign_message_in_the_work_queue_is_quarantined_and_the_run_completes() ->
     assert_eq!(held, 2, "both kept, not dropped");
     Ok(())
 }
+
+#[test]
+fn a_program_that_does_not_exist_is_refused_before_anything_is_written() {
+    let scratch = Scratch::new("noprogram");
+    let sweep = scratch.write(
+        "s.toml",
+        "name = \"noprogram\"\n[experiment]\ncommand = [\"tally-no-such-program\", \"{x}\"]\n[grid]\nx = [1, 2]\n",
+    );
+    let data = scratch.path("data");
+    let out = run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
+    assert!(stderr.contains("\"tally-no-such-program\" is not on PATH"), "{stderr}");
+    assert!(!data.exists(), "nothing written");
+    let sweep = scratch.write(
+        "p.toml",
+        "name = \"noprogram\"\n[experiment]\ncommand = [\"./missing.sh\"]\n",
+    );
+    let out = run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.sh"));
+    assert!(!data.exists(), "nothing written");
+}
+
+#[test]
+fn a_workdir_that_does_not_exist_is_refused_before_anything_is_written() {
+    let scratch = Scratch::new("noworkdir");
+    let sweep = scratch.write(
+        "s.toml",
+        "name = \"noworkdir\"\n[experiment]\ncommand = [\"true\"]\nworkdir = \"gone\"\n",
+    );
+    let data = scratch.path("data");
+    let out = run(&["run", &sweep.display().to_string(), "--data", &data_arg(&data)]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gone is not a directory"), "{stderr}");
+    assert!(!data.exists(), "nothing written");
+}

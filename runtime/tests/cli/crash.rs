@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::support::{data_arg, report, synthetic_sweep, tally, Scratch};
+use crate::support::{data_arg, output_within, report, synthetic_sweep, tally, Scratch};
 
 /// Start `tally run` four times, SIGKILL each at a random moment, then
 /// run it to completion; returns the final JSON report. Resubmission is
@@ -120,5 +120,121 @@ fn a_rerun_of_a_finished_sweep_redoes_nothing() -> anyhow::Result<()> {
     assert_eq!(first["segments"], second["segments"], "nothing new was stored");
     assert_eq!(second["done"], 300);
     assert_eq!(second["duplicates"], 0);
+    Ok(())
+}
+
+#[test]
+fn a_job_that_kills_tally_run_is_given_up_after_max_attempts() -> anyhow::Result<()> {
+    let scratch = Scratch::new("killer");
+    // The shell's parent is the runner: the job kills it outright.
+    let sweep = scratch.write(
+        "s.toml",
+        "name = \"killer\"\nmax_attempts = 2\n[experiment]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\n",
+    );
+    let data = scratch.path("data");
+    let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)];
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        // A run the job killed has no exit code (it died of SIGKILL).
+        let code = tally()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .code();
+        codes.push(code);
+        if code.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&Some(1)),
+        "the reruns ended, with a failed job: {codes:?}"
+    );
+    assert!(codes.len() <= 4, "given up after max_attempts receives: {codes:?}");
+    let r = report(&data)?;
+    assert_eq!((r["failed"].as_u64(), r["done"].as_u64()), (Some(1), Some(0)), "{r}");
+    let rows = tally()
+        .args(["export", "--data", &data_arg(&data), "--format", "jsonl"])
+        .output()?;
+    let row: serde_json::Value = serde_json::from_slice(&rows.stdout)?;
+    assert_eq!(row["status"], "gave_up", "{row}");
+    Ok(())
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` at `dir`, or say why not (not root, no
+    /// mount in this container).
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `cp -a FROM TO`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    anyhow::ensure!(status.success(), "cannot copy {}", from.display());
+    Ok(())
+}
+
+#[test]
+fn a_full_disk_stops_tally_run_with_one_sentence_and_a_rerun_with_space_completes() -> anyhow::Result<()> {
+    let scratch = Scratch::new("diskfull");
+    let mnt = scratch.path("mnt");
+    let disk = match Tmpfs::mount(&mnt, "1m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("skipped: cannot mount a small tmpfs to fill ({why})");
+            return Ok(());
+        }
+    };
+    let sweep = scratch.write("s.toml", &synthetic_sweep("diskfull", 30_000, 0));
+    let data = mnt.join("data");
+    let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)];
+    let mut run = tally();
+    run.args(args);
+    let (code, stderr) = output_within(run, 30_000)?;
+    assert_eq!(code, Some(1), "exits within 30 s: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the disk holding the data directory {} is full",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    // Make space: the same directory, moved to a bigger disk at the same path.
+    let saved = scratch.path("saved");
+    copy_dir(&data, &saved)?;
+    drop(disk);
+    let _disk = Tmpfs::mount(&mnt, "256m").map_err(|why| anyhow::anyhow!("cannot remount: {why}"))?;
+    copy_dir(&saved, &data)?;
+    let out = tally().args(args).output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&data)?;
+    assert_eq!(
+        (r["done"].as_u64(), r["missing"].as_u64()),
+        (Some(30_000), Some(0)),
+        "{r}"
+    );
     Ok(())
 }

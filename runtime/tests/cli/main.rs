@@ -6,5 +6,8 @@
 mod bad_input;
 mod crash;
 mod damage;
+mod diagnostics;
+mod jobs;
 mod reconcile;
+mod stop;
 mod support;

@@ -56,3 +56,99 @@ pub fn report(data: &Path) -> anyhow::Result<serde_json::Value> {
 pub fn synthetic_sweep(name: &str, jobs: u64, sleep_ms: u64) -> String {
     format!("name = \"{name}\"\nruns = {jobs}\n\n[experiment]\nbuiltin = \"synthetic\"\nsleep_ms = {sleep_ms}\n")
 }
+
+/// The live (not zombie) processes among `pids` or in process group
+/// `pgid`, from /proc.
+pub fn live(pids: &[i32], pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let in_group = fields.get(2).and_then(|g| g.parse().ok()) == Some(pgid);
+            fields.first() != Some(&"Z") && (in_group || pids.contains(pid))
+        })
+        .collect()
+}
+
+/// Wait up to `ms` for `pids` and process group `pgid` to have no live
+/// process; returns what is still alive.
+pub fn survivors(pids: &[i32], pgid: i32, ms: u64) -> Vec<i32> {
+    // Polls instead of reading the clock: the tests keep to core::Clock's rule.
+    for _ in 0..ms / 20 {
+        if live(pids, pgid).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    live(pids, pgid)
+}
+
+/// Kills processes (and the group each leads) when dropped, so a failing
+/// test leaves nothing running.
+pub struct KillOnDrop(pub Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().filter(|p| **p > 1) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Wait up to `ms` for a file to hold a pid, written by a job (write it
+/// to a temporary name and rename it, so it is never read half written).
+pub fn read_pid(path: &Path, ms: u64) -> Option<i32> {
+    for _ in 0..ms / 20 {
+        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok()) {
+            return Some(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// Run `cmd` for at most `bound_ms`, killing it then; its exit code
+/// (`None` if killed or signalled) and its stderr.
+pub fn output_within(mut cmd: Command, bound_ms: u64) -> anyhow::Result<(Option<i32>, String)> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Drain stderr on a thread so a chatty child cannot block on a full pipe.
+    #[allow(clippy::disallowed_methods)] // a test's helper thread, never the simulator
+    let reader = {
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        })
+    };
+    let mut code = None;
+    for _ in 0..bound_ms / 20 {
+        if let Some(status) = child.try_wait()? {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    child.wait()?;
+    Ok((code, reader.join().unwrap_or_default()))
+}

@@ -6,8 +6,8 @@
 //! succeeds without deleting, AWS's documented worst case); batches of at
 //! most ten entries and 1 MiB; per-entry errors; long polling; redrive to a
 //! dead-letter queue after `max_receives`; queue deletion, with
-//! `NonExistentQueue` for every call on a deleted queue and
-//! `QueueDeletedRecently` for 60 s after. Several processes may share the
+//! `NoSuchQueue` for every call on a deleted queue and
+//! `QueueDeletedRecently` for 60 s after (SQS's behaviour, in local words). Several processes may share the
 //! file: SQLite's locking serialises them. Times are wall-clock
 //! milliseconds, so visibility survives a process restart.
 
@@ -58,6 +58,9 @@ pub struct SqliteQueues {
     notify: tokio::sync::Notify,
 }
 
+/// The error code of every local adapter's error for a full disk.
+pub const DISK_FULL: &str = "DiskFull";
+
 fn sql_err(e: rusqlite::Error) -> QueueError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -71,6 +74,11 @@ fn sql_err(e: rusqlite::Error) -> QueueError {
                 message: e.to_string(),
             }
         }
+        // Retrying cannot make space: say so at once instead of failing on.
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => QueueError::Permanent {
+            code: DISK_FULL.into(),
+            message: format!("the disk holding the queue database is full ({e})"),
+        },
         other => QueueError::Permanent {
             code: "SqliteError".into(),
             message: other.to_string(),
@@ -99,6 +107,7 @@ CREATE TABLE IF NOT EXISTS messages(
     receives INTEGER NOT NULL DEFAULT 0,
     sent_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(queue, visible_ms);
+CREATE TABLE IF NOT EXISTS started(key TEXT PRIMARY KEY);
 ";
 
 impl SqliteQueues {
@@ -147,22 +156,71 @@ impl SqliteQueues {
     }
 
     /// Make every in-flight message of `queue` visible now, and take back
-    /// the receive that handed it out; returns how many. Only for a caller
-    /// that holds the data directory exclusively: every holder of those
-    /// messages is then known to be dead, most of them had not even started
-    /// the job, and a job cannot kill the process that runs it (it runs as
-    /// a child with a timeout), so the dead run's receive should not count
-    /// towards giving the job up.
-    pub fn release_orphans(&self, queue: &str) -> Result<u64, QueueError> {
+    /// the receive that handed it out unless `ran(body)` says the message's
+    /// work had started; returns how many. Only for a caller that holds the
+    /// data directory exclusively: every holder of those messages is then
+    /// known to be dead, and most of them had not even started the job, so
+    /// their receive should not count towards giving the job up. A started
+    /// one may be what killed the run: its receive counts, or a job that
+    /// kills its runner would be retried forever.
+    pub fn release_orphans(&self, queue: &str, ran: impl Fn(&str) -> bool) -> Result<u64, QueueError> {
         let now = self.clock.wall_ms() as i64;
-        let conn = self.conn.lock().expect("queue lock");
-        let n = conn
-            .execute(
-                "UPDATE messages SET visible_ms=?2, receives=MAX(receives-1, 0) WHERE queue=?1 AND visible_ms>?2",
-                params![queue, now],
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction().map_err(sql_err)?;
+        let held: Vec<(i64, String)> = {
+            let mut select = tx
+                .prepare("SELECT id, body FROM messages WHERE queue=?1 AND visible_ms>?2")
+                .map_err(sql_err)?;
+            let rows = select
+                .query_map(params![queue, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err)?;
+            rows.collect::<Result<_, _>>().map_err(sql_err)?
+        };
+        for (id, body) in &held {
+            tx.execute(
+                "UPDATE messages SET visible_ms=?2, receives=CASE WHEN ?3 THEN receives ELSE MAX(receives-1, 0) END
+                 WHERE id=?1",
+                params![id, now, ran(body)],
             )
             .map_err(sql_err)?;
-        Ok(n as u64)
+        }
+        tx.commit().map_err(sql_err)?;
+        Ok(held.len() as u64)
+    }
+
+    /// Record, durably, that the work named `key` is starting, so that if
+    /// it kills this process the next run counts its receive.
+    pub fn mark_started(&self, key: &str) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.prepare_cached("INSERT OR IGNORE INTO started(key) VALUES(?1)")
+            .and_then(|mut s| s.execute([key]))
+            .map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// Record that the work named `key` ended (or was abandoned).
+    pub fn mark_ended(&self, key: &str) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.prepare_cached("DELETE FROM started WHERE key=?1")
+            .and_then(|mut s| s.execute([key]))
+            .map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// The work recorded as started and not ended: what a dead run was
+    /// doing when it died.
+    pub fn started(&self) -> Result<std::collections::BTreeSet<String>, QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        let mut stmt = conn.prepare("SELECT key FROM started").map_err(sql_err)?;
+        let keys = stmt.query_map([], |r| r.get(0)).map_err(sql_err)?;
+        keys.collect::<Result<_, _>>().map_err(sql_err)
+    }
+
+    /// Forget what [`Self::started`] holds (once the orphans are released).
+    pub fn clear_started(&self) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.execute("DELETE FROM started", []).map_err(sql_err)?;
+        Ok(())
     }
 
     /// Names of existing queues.
@@ -177,7 +235,7 @@ impl SqliteQueues {
 fn missing(name: &str) -> QueueError {
     QueueError::Missing {
         queue: name.to_owned(),
-        code: "AWS.SimpleQueueService.NonExistentQueue".into(),
+        code: "NoSuchQueue".into(),
     }
 }
 
@@ -366,7 +424,7 @@ impl Queue for SqliteQueue {
                 return Err(QueueError::DeletedRecently {
                     queue: self.name.clone(),
                     retry_after_ms: ready_ms - now,
-                    code: "AWS.SimpleQueueService.QueueDeletedRecently".into(),
+                    code: "QueueDeletedRecently".into(),
                 });
             }
         }
@@ -385,6 +443,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        take_turn().await;
         check_batch(bodies, self.config.batch_max)?;
         let total: usize = bodies.iter().map(String::len).sum();
         if total > BATCH_BYTES_MAX {
@@ -424,6 +483,7 @@ impl Queue for SqliteQueue {
             let got = self.try_receive(max, visibility_ms)?;
             let now = clock.mono_ms();
             if !got.is_empty() || now >= deadline {
+                take_turn().await;
                 return Ok(got);
             }
             // Woken by a send in this process, or polling for other processes.
@@ -439,6 +499,7 @@ impl Queue for SqliteQueue {
     async fn delete_batch(&self, handles: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
         // A stale handle (the message was received again since) deletes
         // nothing yet succeeds, as SQS documents it may.
+        take_turn().await;
         self.per_handle(
             handles,
             "DELETE FROM messages WHERE id=?1 AND receives=?2 AND queue=?3 AND ?4=?4",
@@ -452,6 +513,7 @@ impl Queue for SqliteQueue {
         handles: &[String],
         visibility_ms: u64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        take_turn().await;
         let until = self.db.clock.wall_ms() + visibility_ms.min(VISIBILITY_MAX_MS);
         self.per_handle(
             handles,
@@ -486,6 +548,14 @@ impl Queue for SqliteQueue {
             in_flight: count("SELECT COUNT(*) FROM messages WHERE queue=?1 AND visible_ms>?2")?,
         })
     }
+}
+
+/// Let the runtime run something else. The SQLite work is done inline, so
+/// without this a caller looping over calls that all complete at once (a
+/// submitter sending millions of jobs) would never give its thread back:
+/// not even to the signal handler that is to stop it.
+async fn take_turn() {
+    tokio::task::yield_now().await;
 }
 
 #[cfg(test)]
@@ -649,10 +719,28 @@ mod tests {
         q.send_batch(&bodies(2)).await.unwrap();
         let held = q.receive(10, 60_000, 0).await.unwrap();
         assert_eq!(held.len(), 2);
-        assert_eq!(db.release_orphans("q").unwrap(), 2);
+        assert_eq!(db.release_orphans("q", |_| false).unwrap(), 2);
         let again = q.receive(10, 60_000, 0).await.unwrap();
         assert_eq!(again.len(), 2, "visible at once, not after 60 s");
         let counts: Vec<u32> = again.iter().map(|m| m.receive_count).collect();
         assert_eq!(counts, vec![1, 1], "the dead run's receive does not count");
+    }
+
+    #[tokio::test]
+    async fn an_orphan_whose_work_had_started_keeps_the_dead_runs_receive() {
+        let (_clock, db, q) = setup(QueueConfig::default()).await;
+        q.send_batch(&bodies(2)).await.unwrap();
+        let held = q.receive(10, 60_000, 0).await.unwrap();
+        db.mark_started(&held[0].body).unwrap();
+        db.mark_started("other").unwrap();
+        db.mark_ended("other").unwrap();
+        let started = db.started().unwrap();
+        assert_eq!(started.len(), 1);
+        assert_eq!(db.release_orphans("q", |body| started.contains(body)).unwrap(), 2);
+        db.clear_started().unwrap();
+        assert!(db.started().unwrap().is_empty());
+        let again = q.receive(10, 60_000, 0).await.unwrap();
+        let counts: Vec<(String, u32)> = again.iter().map(|m| (m.body.clone(), m.receive_count)).collect();
+        assert_eq!(counts, vec![(held[0].body.clone(), 2), (held[1].body.clone(), 1)]);
     }
 }

@@ -14,8 +14,9 @@ pub struct SqliteSendLog {
 }
 
 fn store_err(e: rusqlite::Error) -> StoreError {
+    let full = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull);
     StoreError::Permanent {
-        code: "SqliteError".into(),
+        code: if full { super::queue::DISK_FULL } else { "SqliteError" }.into(),
         message: e.to_string(),
     }
 }

@@ -15,8 +15,14 @@ pub struct DirStore {
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    // ENOSPC or EDQUOT: retrying cannot make space.
+    let full = e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded;
     StoreError::Permanent {
-        code: format!("{:?}", e.kind()),
+        code: if full {
+            super::queue::DISK_FULL.into()
+        } else {
+            format!("{:?}", e.kind())
+        },
         message: format!("{what} {}: {e}", path.display()),
     }
 }
