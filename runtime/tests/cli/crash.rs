@@ -209,7 +209,15 @@ fn a_full_disk_stops_tally_run_with_one_sentence_and_a_rerun_with_space_complete
     };
     let sweep = scratch.write("s.toml", &synthetic_sweep("diskfull", 30_000, 0));
     let data = mnt.join("data");
-    let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)];
+    // Past the up-front space check: this is about a disk that fills
+    // while the run writes.
+    let args = [
+        "run",
+        &sweep.display().to_string(),
+        "--data",
+        &data_arg(&data),
+        "--ignore-disk-space",
+    ];
     let mut run = tally();
     run.args(args);
     let (code, stderr) = output_within(run, 30_000)?;
