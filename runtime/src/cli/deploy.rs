@@ -280,7 +280,7 @@ pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<u8> {
 
 async fn reconcile_until_stopped(args: ReconcileArgs, stop: &Shutdown) -> anyhow::Result<u8> {
     let backend = open(&args.backend).await?;
-    let id = pick_sweep(&backend, args.sweep.clone()).await?;
+    let id = crate::cli::pick_sweep(&*backend.store, &*backend.clock, &backend.describe, args.sweep.clone()).await?;
     if args.resubmit || args.watch {
         let finished = drive(&backend, &args, &id, stop).await?;
         if !finished {
@@ -447,7 +447,13 @@ async fn watch(driver: &mut Driver<'_>, stop: &Shutdown) -> anyhow::Result<bool>
 /// change its name.
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
     let backend = open(&args.backend).await?;
-    let id = pick_sweep(&backend, Some(args.sweep.clone())).await?;
+    let id = crate::cli::pick_sweep(
+        &*backend.store,
+        &*backend.clock,
+        &backend.describe,
+        Some(args.sweep.clone()),
+    )
+    .await?;
     let never = crate::core::never();
     manifest::cancel(&*backend.store, &*backend.clock, &never, &id, backend.clock.wall_ms()).await?;
     eprintln!(
@@ -455,28 +461,4 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
          and its report counts jobs without a result as cancelled"
     );
     Ok(0)
-}
-
-/// The sweep asked for, or the only one in the store.
-async fn pick_sweep(backend: &Backend, asked: Option<String>) -> anyhow::Result<String> {
-    let ids = reconciler::sweep_ids(&*backend.store, &*backend.clock, &crate::core::never()).await?;
-    match asked {
-        Some(id) if ids.contains(&id) => Ok(id),
-        Some(id) => Err(UserError::bad_input(format!(
-            "no sweep {id:?} in {}; it holds: {}",
-            backend.describe,
-            ids.join(", ")
-        ))),
-        None if ids.len() == 1 => Ok(ids[0].clone()),
-        None if ids.is_empty() => Err(UserError::bad_input(format!(
-            "{} holds no sweep yet; run `tally submit SWEEP.toml` first",
-            backend.describe
-        ))),
-        None => Err(UserError::bad_input(format!(
-            "{} holds {} sweeps; choose one with --sweep ({})",
-            backend.describe,
-            ids.len(),
-            ids.join(", ")
-        ))),
-    }
 }

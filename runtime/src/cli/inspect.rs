@@ -136,34 +136,16 @@ pub fn exit_code(report: &Report) -> u8 {
     u8::from(!report.is_complete() || report.failed > 0)
 }
 
-/// Pick the sweep: the one asked for, or the only one there is.
-async fn pick_sweep(local: &Local, asked: Option<String>) -> anyhow::Result<String> {
-    let ids = reconciler::sweep_ids(&*local.store, &*local.clock, &crate::core::never()).await?;
-    match asked {
-        Some(id) if ids.contains(&id) => Ok(id),
-        Some(id) => Err(UserError::bad_input(format!(
-            "no sweep {id:?} in {}; it holds: {}",
-            local.dir.display(),
-            ids.join(", ")
-        ))),
-        None if ids.len() == 1 => Ok(ids[0].clone()),
-        None if ids.is_empty() => Err(UserError::bad_input(format!(
-            "{} holds no sweep yet",
-            local.dir.display()
-        ))),
-        None => Err(UserError::bad_input(format!(
-            "{} holds {} sweeps; choose one with --sweep ({})",
-            local.dir.display(),
-            ids.len(),
-            ids.join(", ")
-        ))),
-    }
-}
-
 /// `tally report`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let local = Local::open(&args.data.data, false, LockMode::None, 60_000).await?;
-    let id = pick_sweep(&local, args.sweep).await?;
+    let id = crate::cli::pick_sweep(
+        &*local.store,
+        &*local.clock,
+        &local.dir.display().to_string(),
+        args.sweep,
+    )
+    .await?;
     let report = reconcile_into_db(&local, &id, Policy::Real, &mut reconciler::NoSink).await?;
     print_report(&report, &local.results_db(), args.json, None);
     Ok(exit_code(&report))

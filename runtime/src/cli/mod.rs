@@ -47,6 +47,34 @@ pub(crate) fn instance_id() -> String {
     format!("{:032x}", u128::from_le_bytes(bytes))
 }
 
+/// The sweep asked for, or the only one in the store at `place` (named in
+/// messages); a sweep it does not hold, or a choice to make, is bad input
+/// that lists what it holds.
+pub(crate) async fn pick_sweep(
+    store: &dyn crate::core::BlobStore,
+    clock: &dyn crate::core::Clock,
+    place: &str,
+    asked: Option<String>,
+) -> anyhow::Result<String> {
+    let ids = crate::core::reconciler::sweep_ids(store, clock, &crate::core::never()).await?;
+    match asked {
+        Some(id) if ids.contains(&id) => Ok(id),
+        Some(id) => Err(UserError::bad_input(format!(
+            "no sweep {id:?} in {place}; it holds: {}",
+            ids.join(", ")
+        ))),
+        None if ids.len() == 1 => Ok(ids[0].clone()),
+        None if ids.is_empty() => Err(UserError::bad_input(format!(
+            "{place} holds no sweep yet; run `tally run SWEEP.toml` or `tally submit SWEEP.toml` first"
+        ))),
+        None => Err(UserError::bad_input(format!(
+            "{place} holds {} sweeps; choose one with --sweep ({})",
+            ids.len(),
+            ids.join(", ")
+        ))),
+    }
+}
+
 /// Exit code for bad input: a malformed sweep file, bad flags, no data.
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code when interrupted by SIGINT or SIGTERM.
