@@ -126,10 +126,13 @@ fn a_rerun_of_a_finished_sweep_redoes_nothing() -> anyhow::Result<()> {
 #[test]
 fn a_job_that_kills_tally_run_is_given_up_after_max_attempts() -> anyhow::Result<()> {
     let scratch = Scratch::new("killer");
-    // The shell's parent is the runner: the job kills it outright.
+    // The shell's parent is the runner: the job kills it. It waits a second
+    // first, so the submitter has recorded the job as sent: a runner killed
+    // before that resends it on the next run, and the copy has receive
+    // counts of its own (a duplicate, detected, but more kills).
     let sweep = scratch.write(
         "s.toml",
-        "name = \"killer\"\nmax_attempts = 2\n[experiment]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\n",
+        "name = \"killer\"\nmax_attempts = 2\n[experiment]\ncommand = [\"sh\", \"-c\", \"sleep 1; kill -9 $PPID\"]\n",
     );
     let data = scratch.path("data");
     let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)];
