@@ -118,6 +118,7 @@ type Tasks = JoinSet<(&'static str, Result<(), CallError>)>;
 struct Roles {
     submit_stats: Arc<SubmitStats>,
     aggregator: Arc<AggregatorStats>,
+    workers: Arc<WorkerStats>,
     submitter: Arc<Submitter>,
 }
 
@@ -147,6 +148,7 @@ impl Roles {
         }
         let manifests = manifests(local, base_dir);
         let instance = crate::cli::instance_id();
+        let worker_stats = Arc::new(WorkerStats::default());
         let worker = Arc::new(Worker {
             jobs: local.jobs.clone(),
             results: local.results.clone(),
@@ -161,7 +163,7 @@ impl Roles {
                 policy: args.policy,
                 ..WorkerConfig::new(format!("w-{instance}"))
             },
-            stats: Arc::new(WorkerStats::default()),
+            stats: Arc::clone(&worker_stats),
         });
         for slot in 0..usize::from(args.workers) {
             let (worker, stop) = (Arc::clone(&worker), stop.clone());
@@ -187,6 +189,7 @@ impl Roles {
         let roles = Self {
             submit_stats,
             aggregator: aggregator_stats,
+            workers: worker_stats,
             submitter,
         };
         (roles, tasks)
@@ -318,7 +321,8 @@ async fn drive(
     let on_step = |step: &Step| {
         let stored = roles.aggregator.stored.load(Ordering::Relaxed);
         let sent = roles.submit_stats.sent.load(Ordering::Relaxed);
-        progress.set_message(format!("{id}: {sent} sent this session; stored"));
+        let failed = roles.workers.failed.load(Ordering::Relaxed) + roles.workers.gave_up.load(Ordering::Relaxed);
+        progress.set_message(format!("{id}: {sent} sent, {failed} failed this session; stored"));
         progress.set_position((done_before + stored).min(progress.length().unwrap_or(0)));
         if let Step::Resubmitted { keys, attempt, .. } = step {
             progress.println(format!(

@@ -78,6 +78,8 @@ pub struct WorkerStats {
     pub quarantined: AtomicU64,
     /// Jobs recorded as given up.
     pub gave_up: AtomicU64,
+    /// Runs that failed or timed out (given-up jobs not included).
+    pub failed: AtomicU64,
 }
 
 /// Everything a worker talks to.
@@ -307,7 +309,12 @@ impl Worker {
             self.stats.runs.fetch_add(1, Ordering::Relaxed);
             let run = loaded.experiment.run(&spec);
             match self.with_heartbeat(run, batch, beat, shutdown).await? {
-                Some(outcome) => outcome,
+                Some(outcome) => {
+                    if outcome.status != ResultStatus::Ok {
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    outcome
+                }
                 None => return Ok(None),
             }
         };
