@@ -26,7 +26,6 @@
 //! counts did not show) makes a counted duplicate, never a silent one: the
 //! key then has two runs, which reconciliation compares.
 
-use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use crate::core::manifest;
@@ -161,10 +160,23 @@ impl Finish {
     }
 }
 
-/// Keys in both sorted lists.
+/// Keys in both sorted lists, by merging them: no set of millions of
+/// keys is built when a whole queue's worth is missing.
 fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
-    let b: BTreeSet<u64> = b.iter().copied().collect();
-    a.iter().copied().filter(|k| b.contains(k)).collect()
+    let (mut i, mut j) = (0, 0);
+    let mut both = Vec::new();
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                both.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    both
 }
 
 /// What one step of the driver did.
@@ -423,6 +435,13 @@ mod tests {
         // Key 2's result landed in between: only 1 and 3 are resent.
         assert_eq!(f.reconciled(vec![1, 3, 4], 2_000), Next::Resubmit(vec![1, 3]));
         assert_eq!(f.rounds(), 1);
+    }
+
+    #[test]
+    fn intersecting_sorted_key_lists_keeps_exactly_the_common_keys() {
+        assert_eq!(intersect(&[1, 3, 5, 7, 9], &[2, 3, 4, 9, 10]), vec![3, 9]);
+        assert_eq!(intersect(&[], &[1]), Vec::<u64>::new());
+        assert_eq!(intersect(&[4, 5], &[4, 5]), vec![4, 5]);
     }
 
     #[test]
