@@ -323,7 +323,6 @@ impl<'a> Driver<'a> {
         sink: &mut dyn RecordSink,
         mut on_step: impl FnMut(&Step) -> ControlFlow<()>,
     ) -> Result<Option<Step>, CallError> {
-        let mut stop = shutdown.clone();
         loop {
             if crate::core::is_stopping(shutdown) {
                 return Ok(None);
@@ -336,10 +335,8 @@ impl<'a> Driver<'a> {
             if on_step(&step).is_break() || last {
                 return Ok(Some(step));
             }
-            tokio::select! {
-                biased;
-                _ = crate::core::stopped(&mut stop) => return Ok(None),
-                _ = self.clock.sleep(self.finish.config.poll_ms) => {}
+            if !crate::core::sleep_unless_stopped(self.clock, self.finish.config.poll_ms, shutdown).await {
+                return Ok(None);
             }
         }
     }

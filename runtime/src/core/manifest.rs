@@ -130,8 +130,17 @@ pub async fn all_sent(
     sweep_id: &str,
     attempt: u32,
 ) -> Result<bool, CallError> {
-    let key = sent_key(sweep_id, attempt);
-    Ok(store_retrying(clock, shutdown, || store.get(&key)).await?.is_some())
+    is_stored(store, clock, shutdown, &sent_key(sweep_id, attempt)).await
+}
+
+/// Whether an object (a marker: its presence is the fact) is stored.
+async fn is_stored(
+    store: &dyn BlobStore,
+    clock: &dyn Clock,
+    shutdown: &Shutdown,
+    key: &str,
+) -> Result<bool, CallError> {
+    Ok(store_retrying(clock, shutdown, || store.get(key)).await?.is_some())
 }
 
 /// Write the marker that every job of `attempt` was sent (create-only; an
@@ -176,8 +185,7 @@ pub async fn is_cancelled(
     shutdown: &Shutdown,
     sweep_id: &str,
 ) -> Result<bool, CallError> {
-    let key = cancel_key(sweep_id);
-    Ok(store_retrying(clock, shutdown, || store.get(&key)).await?.is_some())
+    is_stored(store, clock, shutdown, &cancel_key(sweep_id)).await
 }
 
 /// A loaded sweep and the experiment built for it.

@@ -50,3 +50,14 @@ pub async fn stopped(shutdown: &mut Shutdown) {
 pub fn is_stopping(shutdown: &Shutdown) -> bool {
     *shutdown.borrow()
 }
+
+/// Sleep `ms` on `clock`, unless `shutdown` says stop first: then `false`
+/// at once, for loops that wait between looks and must heed a stop.
+pub async fn sleep_unless_stopped(clock: &dyn Clock, ms: u64, shutdown: &Shutdown) -> bool {
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        biased;
+        _ = stopped(&mut stop) => false,
+        _ = clock.sleep(ms) => true,
+    }
+}

@@ -182,17 +182,14 @@ impl Submitter {
         count: u64,
         shutdown: &Shutdown,
     ) -> Result<(), CallError> {
-        let mut stop = shutdown.clone();
         loop {
             let held = calls.call(|| self.jobs.stats()).await?;
             let queued = held.visible + held.in_flight;
             if queued == 0 || queued + count <= window {
                 return Ok(());
             }
-            tokio::select! {
-                biased;
-                _ = crate::core::stopped(&mut stop) => return Err(CallError::Stopped),
-                _ = self.clock.sleep(WINDOW_POLL_MS) => {}
+            if !crate::core::sleep_unless_stopped(&*self.clock, WINDOW_POLL_MS, shutdown).await {
+                return Err(CallError::Stopped);
             }
         }
     }
