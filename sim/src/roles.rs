@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tally::core::aggregator::{Aggregator, AggregatorConfig, AggregatorStats};
 use tally::core::driver::{self, Driver, DriverConfig};
 use tally::core::manifest::ManifestCache;
-use tally::core::reconciler::NoSink;
+use tally::core::reconciler::{NoSink, Report};
 use tally::core::retry::{CallError, Calls};
 use tally::core::submitter::{MemSendLog, SubmitStats, Submitter};
 use tally::core::worker::{Worker, WorkerConfig, WorkerStats};
@@ -31,7 +31,7 @@ use crate::net::{RpcConfig, SimQueue, SimStore};
 /// How often the reconciler host looks at the queues.
 const RECONCILE_POLL_MS: u64 = 1_000;
 /// How long the queues must look drained before a pass counts.
-const RECONCILE_QUIET_MS: u64 = 5_000;
+pub const RECONCILE_QUIET_MS: u64 = 5_000;
 
 /// What every role host shares; lives outside the host futures.
 pub struct Ctx {
@@ -55,8 +55,10 @@ pub struct Ctx {
     pub resubmit_log: Arc<MemSendLog>,
     /// Starts per host, so every incarnation has its own id.
     pub incarnations: RefCell<BTreeMap<String, u32>>,
-    /// Set by the reconciler once every job is final after the faults.
-    pub done: Cell<bool>,
+    /// When the reconciler first found every job final after the faults.
+    pub done_at_ms: Cell<Option<u64>>,
+    /// The reconciler's last complete report, and when it gave it.
+    pub last_report: RefCell<Option<(u64, Report)>>,
     /// Crashes aimed at protocol steps.
     pub wires: SharedWires,
 }
@@ -221,7 +223,9 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
 /// --watch` run, stepping every few seconds for the whole run: it reconciles
 /// once the queues have been quiet, resubmits what two passes found
 /// missing, and after the fault phase declares the run done when a pass
-/// finds nothing missing. A crash restarts it with nothing in memory but
+/// finds nothing missing. It goes on after that, as an operator's later
+/// `tally reconcile` would: each complete pass is the report of record,
+/// and the world's settle phase checks that the last one stays true. A crash restarts it with nothing in memory but
 /// its resubmission log, as a restarted process would.
 async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::RECONCILER);
@@ -248,8 +252,12 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     let stop = tally::core::never();
     loop {
         let step = finisher.run(&stop, &mut NoSink, |_| ControlFlow::Continue(())).await;
-        if matches!(step, Ok(Some(driver::Step::Complete(_)))) && clock.mono_ms() >= ctx.scenario.fault_ms {
-            ctx.done.set(true);
+        if let Ok(Some(driver::Step::Complete(report))) = step {
+            let now = crate::doubles::clock::sim_now_ms();
+            *ctx.last_report.borrow_mut() = Some((now, report));
+            if now >= ctx.scenario.fault_ms && ctx.done_at_ms.get().is_none() {
+                ctx.done_at_ms.set(Some(now));
+            }
         }
         clock.sleep(RECONCILE_POLL_MS).await;
     }

@@ -20,6 +20,8 @@ use tally::core::submitter::MemSendLog;
 use tally::sweep::{ExperimentSpec, Sweep};
 
 use crate::checker::oracle::{Oracle, SharedOracle};
+use crate::checker::resends::{check_resends, Resends};
+use crate::checker::settle::check_settled;
 use crate::checker::trace::{SharedTrace, Trace};
 use crate::checker::{check, Recorder, Verdict};
 use crate::faults::inject::{apply, heal};
@@ -92,7 +94,9 @@ pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
     let sweep = sweep_for(schedule);
-    let oracle: SharedOracle = Arc::new(Mutex::new(Oracle::new(&sweep.id(), s.jobs, JOBS_QUEUE, RESULTS_QUEUE)));
+    let mut truth = Oracle::new(&sweep.id(), s.jobs, JOBS_QUEUE, RESULTS_QUEUE);
+    truth.resends = Resends::new(s.jobs, roles::RECONCILE_QUIET_MS);
+    let oracle: SharedOracle = Arc::new(Mutex::new(truth));
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(capture)));
     let r = &schedule.resolved;
     let sqs = Rc::new(RefCell::new(SqsModel::new(
@@ -114,6 +118,8 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
             error_after_rate: r.s3_error_rate / 2.0,
         },
     )));
+    s3.borrow_mut()
+        .set_observer(Box::new(crate::checker::oracle::S3Witness(oracle.clone())));
     let mut builder = sim_builder(schedule.seed);
     builder
         .simulation_duration(Duration::from_millis(s.fault_ms + s.heal_ms + 120_000))
@@ -138,14 +144,18 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         resubmit_log: Arc::new(MemSendLog::default()),
         incarnations: RefCell::new(BTreeMap::new()),
         wires: SharedWires::default(),
-        done: Cell::new(false),
+        done_at_ms: Cell::new(None),
+        last_report: RefCell::new(None),
     });
     roles::add_hosts(&mut sim, &ctx);
     let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace);
     drop(sim);
     let report_and_recorder = final_reconcile(&ctx, &s3);
     let (report, recorder) = report_and_recorder;
-    let verdict = check(&oracle.lock().expect("oracle lock"), &recorder, &report, true);
+    let mut verdict = check(&oracle.lock().expect("oracle lock"), &recorder, &report, true);
+    let last = ctx.last_report.borrow().as_ref().map(|(_, r)| r.clone());
+    check_settled(last.as_ref(), &report, &mut verdict);
+    check_resends(&oracle.lock().expect("oracle lock").resends, &mut verdict);
     let mut t = trace.lock().expect("trace lock");
     RunSummary {
         report,
@@ -180,6 +190,7 @@ fn drive(
     let mut healed = false;
     let deadline = s.fault_ms + s.heal_ms;
     let step_time = crate::doubles::clock::StepTime::install();
+    let mut empty_since = None;
     loop {
         let now = sim.elapsed().as_millis() as u64;
         step_time.set(now);
@@ -226,7 +237,7 @@ fn drive(
             heal(sim, sqs, s3, &mut restarts, &mut repairs);
             trace.lock().expect("trace lock").event(now, "heal", "");
         }
-        if healed && ctx.done.get() {
+        if healed && settled(s, ctx, sqs, now, &mut empty_since) {
             return (true, now, next);
         }
         if now >= deadline {
@@ -238,6 +249,39 @@ fn drive(
             return (false, now, next);
         }
     }
+}
+
+/// How long the roles keep running after the sweep was declared complete:
+/// long enough for the slowest run still in flight (a slow job takes two
+/// and a half visibility timeouts) to deliver its result, and for that
+/// result to be stored and reported.
+pub fn settle_ms(scenario: &crate::faults::scenario::Scenario) -> u64 {
+    3 * scenario.visibility_ms + 30_000
+}
+
+/// Whether the run may end: the sweep was declared complete after the
+/// faults, the settle phase has passed, both queues hold nothing (a late
+/// copy could still land), and the reconciler reported after they emptied.
+fn settled(
+    s: &crate::faults::scenario::Scenario,
+    ctx: &Ctx,
+    sqs: &Rc<RefCell<SqsModel>>,
+    now: u64,
+    empty_since: &mut Option<u64>,
+) -> bool {
+    let Some(done_at) = ctx.done_at_ms.get() else {
+        return false;
+    };
+    if now < done_at + settle_ms(s) {
+        return false;
+    }
+    let model = sqs.borrow();
+    if !(model.bodies(JOBS_QUEUE).is_empty() && model.bodies(RESULTS_QUEUE).is_empty()) {
+        *empty_since = None;
+        return false;
+    }
+    let since = *empty_since.get_or_insert(now);
+    ctx.last_report.borrow().as_ref().is_some_and(|(at, _)| *at > since)
 }
 
 /// Reconcile from a snapshot of the bucket, outside the simulation, with

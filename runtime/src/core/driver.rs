@@ -123,8 +123,7 @@ impl Finish {
             return Next::Wait;
         }
         let since = *self.quiet_since_ms.get_or_insert(look.now_ms);
-        let eager = self.config.policy.finishes_on_empty_work_queue();
-        if eager || look.now_ms.saturating_sub(since) >= self.config.quiet_ms {
+        if !self.config.policy.waits_out_quiet_period() || look.now_ms.saturating_sub(since) >= self.config.quiet_ms {
             Next::Reconcile
         } else {
             Next::Wait
@@ -221,6 +220,9 @@ pub struct Driver<'a> {
     reconciliation: Reconciliation,
     /// When the last progress pass was made.
     progress_at_ms: u64,
+    /// The first complete pass's report, kept only by the complete-once
+    /// mutant, which answers with it ever after.
+    completed: Option<Report>,
 }
 
 impl<'a> Driver<'a> {
@@ -243,6 +245,7 @@ impl<'a> Driver<'a> {
             finish: Finish::new(config),
             reconciliation: Reconciliation::new(sweep_id),
             progress_at_ms: 0,
+            completed: None,
         }
     }
 
@@ -285,6 +288,9 @@ impl<'a> Driver<'a> {
         sink: &mut dyn RecordSink,
     ) -> Result<Step, CallError> {
         let policy = self.finish.config.policy;
+        if let Some(report) = &self.completed {
+            return Ok(Step::Complete(report.clone()));
+        }
         if self.finish.looked(&look) != Next::Reconcile {
             let due = self.finish.config.progress_ms.map(|ms| self.progress_at_ms + ms);
             if due.is_some_and(|due| look.now_ms >= due) {
@@ -300,7 +306,12 @@ impl<'a> Driver<'a> {
             .pass(self.store, self.clock, shutdown, policy, &mut Tee(&mut missing, sink))
             .await?;
         match self.finish.reconciled(missing.0, self.clock.mono_ms()) {
-            Next::Complete => Ok(Step::Complete(report)),
+            Next::Complete => {
+                if !policy.rereads_after_complete() {
+                    self.completed = Some(report.clone());
+                }
+                Ok(Step::Complete(report))
+            }
             Next::Exhausted => Ok(Step::Exhausted(report)),
             Next::Resubmit(keys) => {
                 let attempt = self.resubmitter.resubmit(&report.sweep, &keys, shutdown).await?;
@@ -477,5 +488,15 @@ mod tests {
         let mut f = Finish::new(config(Policy::EagerFinish));
         assert_eq!(f.looked(&busy(0)), Next::Reconcile);
         assert_eq!(f.reconciled(vec![5], 0), Next::Resubmit(vec![5]));
+    }
+
+    #[test]
+    fn the_no_quiet_mutant_judges_on_the_first_drained_look_but_still_confirms() {
+        let mut f = Finish::new(config(Policy::NoQuiet));
+        assert_eq!(f.looked(&busy(0)), Next::Wait);
+        assert_eq!(f.looked(&drained(1)), Next::Reconcile);
+        assert_eq!(f.reconciled(vec![5], 1), Next::Wait);
+        assert_eq!(f.looked(&drained(2)), Next::Reconcile);
+        assert_eq!(f.reconciled(vec![5], 2), Next::Resubmit(vec![5]));
     }
 }

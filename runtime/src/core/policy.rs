@@ -27,17 +27,27 @@ pub enum Policy {
     /// drained sweep: it reconciles, resends and declares completion while
     /// jobs are still running and results are still on their way.
     EagerFinish,
+    /// The driver takes one drained look for a drained sweep: it waits out
+    /// no quiet period (it still confirms missing keys with a second pass),
+    /// so counts that lag make it resend keys whose results are on their way.
+    NoQuiet,
+    /// The driver takes its first complete pass for the final word: it
+    /// never reads the store again, so a late duplicate or conflict that
+    /// lands afterwards is never reported.
+    CompleteOnce,
 }
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 6] = [
+    pub const ALL: [Policy; 8] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
         Self::SilentDedupe,
         Self::NoLedger,
         Self::EagerFinish,
+        Self::NoQuiet,
+        Self::CompleteOnce,
     ];
 
     /// The worker deletes each job message as soon as it receives it.
@@ -71,6 +81,17 @@ impl Policy {
         self == Self::EagerFinish
     }
 
+    /// The driver waits out a quiet period of drained looks before a pass
+    /// counts.
+    pub fn waits_out_quiet_period(self) -> bool {
+        !matches!(self, Self::EagerFinish | Self::NoQuiet)
+    }
+
+    /// The driver keeps reading the store after a complete pass.
+    pub fn rereads_after_complete(self) -> bool {
+        self != Self::CompleteOnce
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -80,6 +101,8 @@ impl Policy {
             Self::SilentDedupe => "silent-dedupe",
             Self::NoLedger => "no-ledger",
             Self::EagerFinish => "eager-finish",
+            Self::NoQuiet => "no-quiet",
+            Self::CompleteOnce => "complete-once",
         }
     }
 }

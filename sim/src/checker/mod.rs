@@ -14,6 +14,8 @@
 //! the healed phase.
 
 pub mod oracle;
+pub mod resends;
+pub mod settle;
 pub mod trace;
 
 use std::collections::BTreeMap;
@@ -76,7 +78,7 @@ impl RecordSink for Recorder {
 pub struct Violation {
     /// What kind: `lost-result`, `lost-job`, `dropped-job`,
     /// `unreported-duplicate`, `unexpected`, `corrupted`, `not-final`,
-    /// `miscounted`.
+    /// `miscounted`, `unreported-change` (see [`settle`]).
     pub kind: &'static str,
     /// The key, when one key is at fault.
     pub index: Option<u64>,
@@ -120,7 +122,7 @@ impl Verdict {
         self.counts.is_empty()
     }
 
-    fn flag(&mut self, kind: &'static str, index: Option<u64>, detail: String) {
+    pub(crate) fn flag(&mut self, kind: &'static str, index: Option<u64>, detail: String) {
         *self.counts.entry(kind).or_default() += 1;
         if self.violations.len() < 20 {
             self.violations.push(Violation { kind, index, detail });

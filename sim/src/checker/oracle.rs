@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use tally::core::ResultView;
 
+use crate::checker::resends::Resends;
+
 /// A hash naming one run (never 0, so 0 can mean "none").
 pub fn run_hash(run_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(run_id.as_bytes()) | 1
@@ -134,6 +136,9 @@ pub struct Oracle {
     pub dropped: BTreeSet<(u64, u32)>,
     /// (key, attempt) pairs with an accepted result.
     answered: Attempts,
+    /// Result copies in the results queue per key, and keys resent while
+    /// one was there.
+    pub resends: Resends,
 }
 
 /// A shared oracle.
@@ -155,6 +160,7 @@ impl Oracle {
             jobs_queue: jobs_queue.to_owned(),
             dropped: BTreeSet::new(),
             answered: Attempts::new(jobs),
+            resends: Resends::new(jobs, u64::MAX),
         }
     }
 
@@ -188,6 +194,7 @@ impl Oracle {
         }
         match self.result_key(queue, body) {
             Some((index, run, attempt)) => {
+                self.resends.result_added(index, crate::doubles::clock::sim_now_ms());
                 self.accepted.insert(index, run);
                 if !self.dropped.is_empty() {
                     self.dropped.remove(&(index, attempt));
@@ -202,6 +209,9 @@ impl Oracle {
     /// before any result of its attempt was accepted may have been
     /// dropped: it stays suspect until such a result arrives.
     pub fn deleted(&mut self, queue: &str, body: &str) {
+        if let Some((index, _, _)) = self.result_key(queue, body) {
+            self.resends.result_removed(index);
+        }
         if queue != self.jobs_queue {
             return;
         }
@@ -212,10 +222,34 @@ impl Oracle {
         }
     }
 
+    /// A second copy of a message appeared in `queue`.
+    pub fn duplicated(&mut self, queue: &str, body: &str) {
+        if let Some((index, _, _)) = self.result_key(queue, body) {
+            self.resends.result_added(index, crate::doubles::clock::sim_now_ms());
+        }
+    }
+
     /// A message was destroyed without being deleted.
     pub fn destroyed(&mut self, queue: &str, body: &str) {
         if let Some((index, run, _)) = self.result_key(queue, body) {
+            self.resends.result_removed(index);
             self.destroyed.insert((index, run));
+        }
+    }
+}
+
+/// Feeds the simulated bucket's round records to the oracle: the moment
+/// the driver decided to resend keys.
+pub struct S3Witness(pub SharedOracle);
+
+impl crate::hosts::S3Observer for S3Witness {
+    fn created(&mut self, key: &str, bytes: &[u8]) {
+        let mut oracle = self.0.lock().expect("oracle lock");
+        if !key.starts_with(&tally::core::manifest::rounds_prefix(&oracle.sweep)) {
+            return;
+        }
+        if let Ok(round) = serde_json::from_slice::<tally::core::manifest::Round>(bytes) {
+            oracle.resends.decided(&round, crate::doubles::clock::sim_now_ms());
         }
     }
 }
@@ -248,6 +282,10 @@ impl crate::hosts::sqs::SqsObserver for SqsWitness {
 
     fn delivered(&mut self, queue: &str, body: &str, receive_count: u32) {
         self.note("delivered", queue, body, receive_count);
+    }
+
+    fn duplicated(&mut self, queue: &str, body: &str) {
+        self.0.lock().expect("oracle lock").duplicated(queue, body);
     }
 }
 
