@@ -16,7 +16,7 @@ use tally::core::reconciler::{NoSink, Report};
 use tally::core::retry::{CallError, Calls};
 use tally::core::submitter::{MemSendLog, SubmitStats, Submitter};
 use tally::core::worker::{Worker, WorkerConfig, WorkerStats};
-use tally::core::{Clock, Experiment, Policy, Queue};
+use tally::core::{BlobStore, Clock, Experiment, Policy, Queue};
 use tally::sweep::Sweep;
 
 use crate::checker::oracle::SharedOracle;
@@ -24,7 +24,7 @@ use crate::doubles::clock::SimClock;
 use crate::doubles::experiment::SimExperiment;
 use crate::faults::scenario::Scenario;
 use crate::faults::schedule::{hosts, JOBS_QUEUE, RESULTS_QUEUE};
-use crate::faults::tripwire::{SharedWires, Step, TripQueue, TripStore};
+use crate::faults::tripwire::{Aim, SharedWires, Target, TripQueue, TripStore};
 use crate::hosts::QueueAttrs;
 use crate::net::{RpcConfig, SimQueue, SimStore};
 
@@ -71,6 +71,32 @@ impl Ctx {
         *n
     }
 
+    /// The queues (work, results, dead-letter) and the bucket as `host`
+    /// reaches them: every call passes the tripwires aimed at `host`.
+    fn aimed(&self, host: &str) -> (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn BlobStore>) {
+        let aim = Aim {
+            host: host.to_owned(),
+            wires: self.wires.clone(),
+        };
+        let (jobs, results, dead) = queues(self.scenario.visibility_ms);
+        let trip = |inner: Arc<SimQueue>, target| -> Arc<dyn Queue> {
+            Arc::new(TripQueue {
+                inner,
+                target,
+                aim: aim.clone(),
+            })
+        };
+        (
+            trip(jobs, Target::Jobs),
+            trip(results, Target::Results),
+            dead,
+            Arc::new(TripStore {
+                inner: store(),
+                aim: aim.clone(),
+            }),
+        )
+    }
+
     /// A host's clock, skewed by an amount drawn from the seed and host.
     fn clock(&self, host: &str) -> Arc<SimClock> {
         if self.skew_ms == 0 {
@@ -110,16 +136,10 @@ pub fn add_hosts(sim: &mut turmoil::Sim<'_>, ctx: &Rc<Ctx>) {
 
 async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::SUBMITTER);
-    let (jobs, results, dead) = queues(ctx.scenario.visibility_ms);
-    let tripped = Arc::new(TripQueue {
-        inner: jobs.clone(),
-        host: hosts::SUBMITTER.into(),
-        on_send: Some(Step::JobsSent),
-        wires: ctx.wires.clone(),
-    });
+    let (jobs, results, dead, store) = ctx.aimed(hosts::SUBMITTER);
     let submitter = Submitter {
-        jobs: tripped,
-        store: store(),
+        jobs: jobs.clone(),
+        store,
         clock: clock.clone(),
         log: ctx.submit_log.clone(),
         policy: ctx.policy,
@@ -148,7 +168,7 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
     let host = hosts::worker(k);
     let id = format!("{host}.{}", ctx.incarnation(&host));
     let clock = ctx.clock(&host);
-    let (jobs, results, _) = queues(ctx.scenario.visibility_ms);
+    let (jobs, results, _, store) = ctx.aimed(&host);
     let experiment: Arc<dyn Experiment> = Arc::new(SimExperiment {
         clock: clock.clone(),
         oracle: ctx.oracle.clone(),
@@ -158,16 +178,10 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
         seed: ctx.seed,
     });
     let manifests = Arc::new(ManifestCache::new(Arc::new(move |_: &Sweep| experiment.clone())));
-    let results = Arc::new(TripQueue {
-        inner: results,
-        host: host.clone(),
-        on_send: Some(Step::ResultsSent),
-        wires: ctx.wires.clone(),
-    });
     let w = Arc::new(Worker {
         jobs,
         results,
-        store: store(),
+        store,
         clock: clock.clone(),
         manifests,
         config: WorkerConfig {
@@ -194,12 +208,7 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
 async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
     let id = format!("aggregator.{}", ctx.incarnation(hosts::AGGREGATOR));
     let clock = ctx.clock(hosts::AGGREGATOR);
-    let (_, results, _) = queues(ctx.scenario.visibility_ms);
-    let store = Arc::new(TripStore {
-        inner: store(),
-        host: hosts::AGGREGATOR.into(),
-        wires: ctx.wires.clone(),
-    });
+    let (_, results, _, store) = ctx.aimed(hosts::AGGREGATOR);
     let a = Aggregator {
         results,
         store,
@@ -229,8 +238,7 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
 /// its resubmission log, as a restarted process would.
 async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::RECONCILER);
-    let (jobs, results, _) = queues(ctx.scenario.visibility_ms);
-    let store = store();
+    let (jobs, results, _, store) = ctx.aimed(hosts::RECONCILER);
     let resubmitter = Submitter {
         jobs: jobs.clone(),
         store: store.clone(),

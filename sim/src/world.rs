@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tally::core::reconciler::{reconcile, Report};
 use tally::core::submitter::MemSendLog;
-use tally::sweep::{ExperimentSpec, Sweep};
+use tally::sweep::{ExperimentSpec, Sweep, Value};
 
 use crate::checker::oracle::{Oracle, SharedOracle};
 use crate::checker::resends::{check_resends, Resends};
@@ -67,7 +67,36 @@ pub fn sweep_for(schedule: &Schedule) -> Sweep {
         })
         .take(64)
         .collect();
-    synthetic_sweep(if name.is_empty() { "sim".into() } else { name }, s.jobs, s.job_ms)
+    let name = if name.is_empty() { "sim".into() } else { name };
+    if s.grid {
+        grid_sweep(name, s.jobs, s.job_ms)
+    } else {
+        synthetic_sweep(name, s.jobs, s.job_ms)
+    }
+}
+
+/// A sweep of exactly `jobs` jobs through parameter expansion: a grid of
+/// two parameters (an integer and a string) whose product, times two runs
+/// when `jobs` is even, is `jobs`, so keys map to settings and runs as in
+/// a real parameter sweep.
+pub fn grid_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
+    let runs = if jobs % 2 == 0 { 2 } else { 1 };
+    let settings = jobs / runs;
+    let across = (1..=settings.isqrt()).rev().find(|d| settings % d == 0).unwrap_or(1);
+    let mut sweep = synthetic_sweep(name, 1, job_ms);
+    sweep.runs = runs;
+    sweep.grid = BTreeMap::from([
+        (
+            "lr".to_owned(),
+            (0..settings / across).map(|i| Value::Int(i as i64)).collect(),
+        ),
+        (
+            "opt".to_owned(),
+            (0..across).map(|i| Value::Str(format!("o{i}"))).collect(),
+        ),
+    ]);
+    debug_assert_eq!(sweep.len(), Some(jobs));
+    sweep
 }
 
 /// A sweep of `jobs` runs of the built-in synthetic experiment, each taking
@@ -302,4 +331,21 @@ fn final_reconcile(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>) -> (Report, Recorder) {
             ..Report::default()
         });
     (report, recorder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grid_sweep_expands_to_exactly_the_jobs_asked_for_each_setting_once_per_run() {
+        for jobs in [1, 2, 7, 12, 2_000, 4_999] {
+            let sweep = grid_sweep("g".into(), jobs, 1);
+            assert_eq!(sweep.len(), Some(jobs), "{jobs} jobs");
+            let settings: std::collections::BTreeSet<String> =
+                (0..jobs).map(|i| format!("{:?}", sweep.params(i))).collect();
+            assert_eq!(settings.len() as u64, jobs / sweep.runs);
+        }
+        assert_eq!(grid_sweep("g".into(), 2_000, 1).grid.len(), 2);
+    }
 }

@@ -48,5 +48,5 @@ fn a_reconciler_without_the_receipts_ledger_is_caught_losing_jobs_silently() {
 
 #[test]
 fn a_driver_that_finishes_on_an_empty_work_queue_is_caught_resending_results_on_their_way() {
-    caught("worker-crash", 5, Policy::EagerFinish, "needless-resubmission");
+    caught("aggregator-crash", 0, Policy::EagerFinish, "needless-resubmission");
 }

@@ -52,7 +52,7 @@ fn every_shrunk_schedule_fails_its_mutant_and_passes_the_real_protocol() {
 #[test]
 fn shrinking_a_failing_seed_leaves_a_handful_of_faults_that_still_fail() {
     let s = crate::scenario("partition-storm");
-    let schedule = Schedule::draw(&s.resolve(0), 0, Policy::Naive);
+    let schedule = Schedule::draw(&s.resolve(1), 1, Policy::Naive);
     let shrunk = tally_sim::shrink::shrink(&schedule, |_| {}).unwrap();
     assert!(
         shrunk.faults_before > 10,

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use tally::core::Policy;
 use tally_sim::faults::schedule::{hosts, Event, Fault, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
-use tally_sim::faults::tripwire::Step;
+use tally_sim::faults::tripwire::{role_calls, Step};
 use tally_sim::world;
 
 use crate::scenario;
@@ -17,11 +17,12 @@ fn fault() -> impl Strategy<Value = Fault> {
         (0u32..2).prop_map(hosts::worker),
     ];
     let service = prop_oneof![Just(hosts::SQS.to_owned()), Just(hosts::S3.to_owned())];
-    let step = prop_oneof![
-        (0u32..2).prop_map(|k| (hosts::worker(k), Step::ResultsSent)),
-        Just((hosts::AGGREGATOR.to_owned(), Step::SegmentStored)),
-        Just((hosts::SUBMITTER.to_owned(), Step::JobsSent)),
-    ];
+    // Any call of any role, just before or just after it.
+    let step = (host.clone(), any::<prop::sample::Index>(), any::<bool>()).prop_map(|(host, pick, before)| {
+        let calls = role_calls(&host);
+        let (target, call) = calls[pick.index(calls.len())];
+        (host, Step { before, target, call })
+    });
     prop_oneof![
         (host.clone(), 100u64..6_000).prop_map(|(host, down_ms)| Fault::Crash { host, down_ms }),
         (step, 100u64..6_000).prop_map(|((host, step), down_ms)| Fault::CrashAt { host, step, down_ms }),

@@ -35,6 +35,10 @@ pub struct Scenario {
     /// After the fault phase, every job must be final within this long.
     #[serde(default = "default_heal_ms")]
     pub heal_ms: u64,
+    /// Submit the jobs as a parameter grid (two parameters, two runs per
+    /// setting when `jobs` is even) instead of `runs = jobs`.
+    #[serde(default)]
+    pub grid: bool,
     /// Faults; unset fields are drawn from the seed.
     #[serde(default)]
     pub faults: FaultSpec,

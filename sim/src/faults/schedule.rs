@@ -51,8 +51,8 @@ pub enum Fault {
         /// Only messages from `a` to `b` are lost.
         oneway: bool,
     },
-    /// Crash `host` right after it completes `step` (the next time it
-    /// does, from now on); restart it `down_ms` later.
+    /// Crash `host` right before or after its next call of one kind
+    /// (`step`, from now on); restart it `down_ms` later.
     CrashAt {
         /// The host.
         host: String,
@@ -162,15 +162,20 @@ fn draw_crashes(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Even
 
 /// Crashes aimed at protocol steps.
 fn draw_aimed_crashes(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Event>) {
-    use crate::faults::tripwire::Step;
+    use crate::faults::tripwire::{role_calls, Step};
     for _ in 0..resolved.step_crashes {
-        let (host, step) = match rng.random_range(0..4) {
-            0 | 1 => (
-                hosts::worker(rng.random_range(0..resolved.scenario.workers)),
-                Step::ResultsSent,
-            ),
-            2 => (hosts::AGGREGATOR.to_owned(), Step::SegmentStored),
-            _ => (hosts::SUBMITTER.to_owned(), Step::JobsSent),
+        let host = match rng.random_range(0..5) {
+            0 | 1 => hosts::worker(rng.random_range(0..resolved.scenario.workers)),
+            2 => hosts::AGGREGATOR.to_owned(),
+            3 => hosts::SUBMITTER.to_owned(),
+            _ => hosts::RECONCILER.to_owned(),
+        };
+        let calls = role_calls(&host);
+        let (target, call) = calls[rng.random_range(0..calls.len())];
+        let step = Step {
+            before: rng.random_bool(0.5),
+            target,
+            call,
         };
         let down_ms = rng.random_range(100..5_000);
         events.push(Event {

@@ -1,10 +1,13 @@
-//! Crashes aimed at protocol steps: a tripwire armed on a host fires right
-//! after that host's next call of one kind succeeds — after a worker's
-//! results were acknowledged and before it deletes their jobs, after the
-//! aggregator stored a segment and before it deletes its results, after a
-//! submitter's batch was acknowledged and before its progress is recorded.
-//! The calling task then stops where it stands and the driver crashes the
-//! host at the end of the step.
+//! Crashes aimed at protocol steps: a tripwire armed on a host fires just
+//! before, or just after, that host's next call of one kind on one target
+//! (the work queue, the results queue, the bucket). Every call of every
+//! role can be aimed at, on both sides: after a worker's results were
+//! acknowledged and before it deletes their jobs, before the aggregator's
+//! segment upload is even made while earlier deletes are in flight, after
+//! a submitter's batch was acknowledged and before its progress is
+//! recorded, between a driver's round record and its resends. The calling
+//! task then stops where it stands and the world's driver crashes the host
+//! at the end of the step.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,16 +16,154 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tally::core::{BlobStore, EntryError, PutOutcome, Queue, QueueError, QueueStats, Received, StoreError};
 
-/// A protocol step a crash can be aimed at.
+/// What a call touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// The work queue.
+    Jobs,
+    /// The results queue.
+    Results,
+    /// The bucket.
+    Store,
+}
+
+/// Which call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Call {
+    /// Create a queue.
+    Ensure,
+    /// Send a batch.
+    Send,
+    /// Receive.
+    Receive,
+    /// Delete a batch.
+    Delete,
+    /// Change visibility of a batch (heartbeat, hand back).
+    Extend,
+    /// Ask a queue's depths.
+    Stats,
+    /// Create-only write.
+    Put,
+    /// Read an object.
+    Get,
+    /// List keys.
+    List,
+}
+
+/// A protocol step a crash can be aimed at: just before or just after one
+/// kind of call. Written in schedules as `before-results-send`,
+/// `after-store-put` and so on; the names of the first three aimed steps
+/// (`results-sent`, `segment-stored`, `jobs-sent`) still read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Step {
+#[serde(try_from = "String", into = "String")]
+pub struct Step {
+    /// Before the call is made (else after it returned success).
+    pub before: bool,
+    /// What it touches.
+    pub target: Target,
+    /// The call.
+    pub call: Call,
+}
+
+const TARGETS: [(Target, &str); 3] = [
+    (Target::Jobs, "jobs"),
+    (Target::Results, "results"),
+    (Target::Store, "store"),
+];
+const CALLS: [(Call, &str); 9] = [
+    (Call::Ensure, "ensure"),
+    (Call::Send, "send"),
+    (Call::Receive, "receive"),
+    (Call::Delete, "delete"),
+    (Call::Extend, "extend"),
+    (Call::Stats, "stats"),
+    (Call::Put, "put"),
+    (Call::Get, "get"),
+    (Call::List, "list"),
+];
+
+impl Step {
+    const fn new(before: bool, target: Target, call: Call) -> Self {
+        Self { before, target, call }
+    }
+
     /// A worker's results were acknowledged; its jobs are not yet deleted.
-    ResultsSent,
+    pub const RESULTS_SENT: Step = Step::new(false, Target::Results, Call::Send);
     /// The aggregator's segment was stored; its results are not yet deleted.
-    SegmentStored,
+    pub const SEGMENT_STORED: Step = Step::new(false, Target::Store, Call::Put);
     /// A submitter's batch was acknowledged; its progress is not yet recorded.
-    JobsSent,
+    pub const JOBS_SENT: Step = Step::new(false, Target::Jobs, Call::Send);
+}
+
+fn name_of<K: PartialEq>(table: &[(K, &'static str)], key: K) -> &'static str {
+    table.iter().find(|(k, _)| *k == key).map_or("?", |(_, n)| n)
+}
+
+impl From<Step> for String {
+    fn from(s: Step) -> String {
+        let (target, call) = (name_of(&TARGETS, s.target), name_of(&CALLS, s.call));
+        format!("{}-{target}-{call}", if s.before { "before" } else { "after" })
+    }
+}
+
+impl TryFrom<String> for Step {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "results-sent" => return Ok(Self::RESULTS_SENT),
+            "segment-stored" => return Ok(Self::SEGMENT_STORED),
+            "jobs-sent" => return Ok(Self::JOBS_SENT),
+            _ => {}
+        }
+        let bad = || format!("{text:?} is not a step (e.g. before-results-send, after-store-put)");
+        let mut parts = text.splitn(3, '-');
+        let before = match parts.next() {
+            Some("before") => true,
+            Some("after") => false,
+            _ => return Err(bad()),
+        };
+        let target = parts
+            .next()
+            .and_then(|t| TARGETS.iter().find(|(_, n)| *n == t))
+            .ok_or_else(bad)?
+            .0;
+        let call = parts
+            .next()
+            .and_then(|c| CALLS.iter().find(|(_, n)| *n == c))
+            .ok_or_else(bad)?
+            .0;
+        Ok(Self { before, target, call })
+    }
+}
+
+/// The calls each role makes, so aimed crashes strike only where a role
+/// can be: `(target, call)` pairs, each aimed at before and after.
+pub fn role_calls(host: &str) -> &'static [(Target, Call)] {
+    use Call::*;
+    use Target::*;
+    if host.starts_with("worker-") {
+        &[
+            (Jobs, Receive),
+            (Jobs, Delete),
+            (Jobs, Extend),
+            (Results, Send),
+            (Store, Get),
+        ]
+    } else if host == crate::faults::schedule::hosts::AGGREGATOR {
+        &[(Results, Receive), (Results, Delete), (Results, Extend), (Store, Put)]
+    } else if host == crate::faults::schedule::hosts::SUBMITTER {
+        &[(Jobs, Ensure), (Jobs, Send), (Store, Put), (Store, Get)]
+    } else {
+        &[
+            (Jobs, Stats),
+            (Results, Stats),
+            (Jobs, Send),
+            (Store, Put),
+            (Store, Get),
+            (Store, List),
+        ]
+    }
 }
 
 /// Armed tripwires and the crashes they requested.
@@ -59,23 +200,47 @@ impl Wires {
     }
 }
 
-async fn after(wires: &SharedWires, host: &str, step: Option<Step>) {
-    let Some(step) = step else { return };
-    if wires.lock().expect("wires lock").trip(host, step) {
-        std::future::pending::<()>().await;
+/// Where a role's calls pass a tripwire: its host and the wires.
+#[derive(Clone, Debug)]
+pub struct Aim {
+    /// The host making the calls.
+    pub host: String,
+    /// The wires.
+    pub wires: SharedWires,
+}
+
+impl Aim {
+    /// Stop here for good if a wire is armed on this step.
+    async fn pass(&self, before: bool, target: Target, call: Call) {
+        let step = Step { before, target, call };
+        if self.wires.lock().expect("wires lock").trip(&self.host, step) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Make `op` between the wires before and after it; the wire after
+    /// is passed only on success.
+    async fn around<T, E>(
+        &self,
+        target: Target,
+        call: Call,
+        op: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.pass(true, target, call).await;
+        let out = op.await?;
+        self.pass(false, target, call).await;
+        Ok(out)
     }
 }
 
-/// A queue whose successful sends may fire a tripwire.
+/// A queue whose calls pass tripwires.
 pub struct TripQueue {
     /// The queue.
     pub inner: Arc<dyn Queue>,
-    /// The host using it.
-    pub host: String,
-    /// Which step a successful send completes.
-    pub on_send: Option<Step>,
-    /// The wires.
-    pub wires: SharedWires,
+    /// Which queue it is.
+    pub target: Target,
+    /// The host and the wires.
+    pub aim: Aim,
 }
 
 #[async_trait]
@@ -87,56 +252,78 @@ impl Queue for TripQueue {
         self.inner.batch_max()
     }
     async fn ensure(&self) -> Result<(), QueueError> {
-        self.inner.ensure().await
+        self.aim.around(self.target, Call::Ensure, self.inner.ensure()).await
     }
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        let out = self.inner.send_batch(bodies).await?;
-        if out.iter().all(Result::is_ok) {
-            after(&self.wires, &self.host, self.on_send).await;
-        }
-        Ok(out)
+        let send = self.inner.send_batch(bodies);
+        self.aim.around(self.target, Call::Send, send).await
     }
     async fn receive(&self, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Received>, QueueError> {
-        self.inner.receive(max, visibility_ms, wait_ms).await
+        let receive = self.inner.receive(max, visibility_ms, wait_ms);
+        self.aim.around(self.target, Call::Receive, receive).await
     }
     async fn delete_batch(&self, handles: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        self.inner.delete_batch(handles).await
+        let delete = self.inner.delete_batch(handles);
+        self.aim.around(self.target, Call::Delete, delete).await
     }
     async fn change_visibility_batch(
         &self,
         handles: &[String],
         visibility_ms: u64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        self.inner.change_visibility_batch(handles, visibility_ms).await
+        let extend = self.inner.change_visibility_batch(handles, visibility_ms);
+        self.aim.around(self.target, Call::Extend, extend).await
     }
     async fn stats(&self) -> Result<QueueStats, QueueError> {
-        self.inner.stats().await
+        self.aim.around(self.target, Call::Stats, self.inner.stats()).await
+    }
+    async fn is_drained(&self) -> Result<bool, QueueError> {
+        self.aim.around(self.target, Call::Stats, self.inner.is_drained()).await
     }
 }
 
-/// A store whose successful segment writes may fire a tripwire.
+/// A store whose calls pass tripwires.
 pub struct TripStore {
     /// The store.
     pub inner: Arc<dyn BlobStore>,
-    /// The host using it.
-    pub host: String,
-    /// The wires.
-    pub wires: SharedWires,
+    /// The host and the wires.
+    pub aim: Aim,
 }
 
 #[async_trait]
 impl BlobStore for TripStore {
     async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
-        let out = self.inner.put_if_absent(key, bytes).await?;
-        if key.starts_with(tally::core::segment::PREFIX) {
-            after(&self.wires, &self.host, Some(Step::SegmentStored)).await;
-        }
-        Ok(out)
+        let put = self.inner.put_if_absent(key, bytes);
+        self.aim.around(Target::Store, Call::Put, put).await
     }
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key).await
+        self.aim.around(Target::Store, Call::Get, self.inner.get(key)).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix).await
+        self.aim
+            .around(Target::Store, Call::List, self.inner.list(prefix))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_read_and_write_by_name_and_the_first_names_still_read() {
+        for host in ["worker-0", "aggregator", "submitter", "reconciler"] {
+            for &(target, call) in role_calls(host) {
+                for before in [true, false] {
+                    let step = Step { before, target, call };
+                    let name = String::from(step);
+                    assert_eq!(Step::try_from(name.clone()), Ok(step), "{name}");
+                }
+            }
+        }
+        assert_eq!(Step::try_from("results-sent".to_string()), Ok(Step::RESULTS_SENT));
+        assert_eq!(String::from(Step::SEGMENT_STORED), "after-store-put");
+        assert!(Step::try_from("during-store-put".to_string()).is_err());
+        assert!(Step::try_from("before-store-fly".to_string()).is_err());
     }
 }
