@@ -78,7 +78,7 @@ impl Ctx {
             host: host.to_owned(),
             wires: self.wires.clone(),
         };
-        let (jobs, results, dead) = queues(self.scenario.visibility_ms);
+        let (jobs, results, dead) = queues(&self.scenario);
         let trip = |inner: Arc<SimQueue>, target| -> Arc<dyn Queue> {
             Arc::new(TripQueue {
                 inner,
@@ -271,23 +271,32 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     }
 }
 
-/// The simulated queues, as a role host reaches them.
-pub fn queues(visibility_ms: u64) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
+/// The simulated queues, as a role host reaches them: created with the
+/// scenario's retention, as `ensure` creates them in production (14 days
+/// there; seconds in a scenario that makes messages expire mid-sweep).
+pub fn queues(scenario: &Scenario) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
+    let visibility_ms = scenario.visibility_ms;
+    let retention_ms = scenario.retention_ms.unwrap_or(QueueAttrs::default().retention_ms);
     let jobs_attrs = QueueAttrs {
         visibility_ms,
         max_receives: Some(100),
         dead_letter: Some(format!("{JOBS_QUEUE}-dead")),
-        ..QueueAttrs::default()
+        retention_ms,
     };
     let results_attrs = QueueAttrs {
         visibility_ms: visibility_ms * 2,
+        retention_ms,
+        ..QueueAttrs::default()
+    };
+    let dead_attrs = QueueAttrs {
+        retention_ms,
         ..QueueAttrs::default()
     };
     let rpc = RpcConfig::new(hosts::SQS);
     (
         Arc::new(SimQueue::new(rpc.clone(), JOBS_QUEUE, jobs_attrs)),
         Arc::new(SimQueue::new(rpc.clone(), RESULTS_QUEUE, results_attrs)),
-        Arc::new(SimQueue::new(rpc, &format!("{JOBS_QUEUE}-dead"), QueueAttrs::default())),
+        Arc::new(SimQueue::new(rpc, &format!("{JOBS_QUEUE}-dead"), dead_attrs)),
     )
 }
 

@@ -347,6 +347,7 @@ async fn drive(backend: &Backend, args: &ReconcileArgs, id: &str, stop: &Shutdow
                 jobs_drained: true,
                 results_drained: true,
                 all_sent: true,
+                queue_missing: false,
                 now_ms: backend.clock.mono_ms(),
             };
             let step = driver.judge(look, stop, &mut NoSink).await?;

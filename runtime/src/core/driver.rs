@@ -59,6 +59,8 @@ pub struct Look {
     pub results_drained: bool,
     /// Whether the submitter has sent every job of the sweep.
     pub all_sent: bool,
+    /// Whether a queue answered that it does not exist (it was deleted).
+    pub queue_missing: bool,
     /// The driver's clock, ms.
     pub now_ms: u64,
 }
@@ -87,6 +89,9 @@ pub struct Finish {
     /// Keys missing at the last pass of the current quiet stretch.
     candidates: Option<Vec<u64>>,
     rounds: u32,
+    /// Whether a look found a queue missing since the last round (only
+    /// the deletion-only mutant asks).
+    saw_deletion: bool,
 }
 
 impl Finish {
@@ -97,6 +102,7 @@ impl Finish {
             quiet_since_ms: None,
             candidates: None,
             rounds: 0,
+            saw_deletion: false,
         }
     }
 
@@ -117,6 +123,7 @@ impl Finish {
 
     /// Take in a look at the queues.
     pub fn looked(&mut self, look: &Look) -> Next {
+        self.saw_deletion |= look.queue_missing;
         if !self.drained(look) {
             self.quiet_since_ms = None;
             self.candidates = None;
@@ -141,6 +148,9 @@ impl Finish {
         if self.rounds >= self.config.rounds_max {
             return Next::Exhausted;
         }
+        if self.config.policy.resends_only_after_deletion() && !self.saw_deletion {
+            return Next::Wait;
+        }
         let confirmed = match self.candidates.take() {
             Some(earlier) => intersect(&earlier, &missing),
             None if self.config.policy.finishes_on_empty_work_queue() => missing.clone(),
@@ -153,6 +163,7 @@ impl Finish {
             return Next::Wait;
         }
         self.rounds += 1;
+        self.saw_deletion = false;
         // The resent jobs fill the work queue: a new quiet stretch begins.
         self.quiet_since_ms = None;
         Next::Resubmit(confirmed)
@@ -262,9 +273,11 @@ impl<'a> Driver<'a> {
             now_ms: self.clock.mono_ms(),
             ..Look::default()
         };
-        look.jobs_drained = drained(self.jobs).await?;
+        (look.jobs_drained, look.queue_missing) = drained_or_missing(self.jobs).await?;
         if look.jobs_drained {
-            look.results_drained = drained(self.results).await?;
+            let (results_drained, missing) = drained_or_missing(self.results).await?;
+            look.results_drained = results_drained;
+            look.queue_missing |= missing;
         }
         if look.results_drained {
             look.all_sent = manifest::all_sent(self.store, self.clock, shutdown, sweep_id, 1).await?;
@@ -366,10 +379,15 @@ pub async fn depth(queue: &dyn Queue) -> Result<QueueStats, CallError> {
 /// deleted: what it held is gone, and the passes find those keys missing).
 /// A transient error is "not drained": the next look asks again.
 pub async fn drained(queue: &dyn Queue) -> Result<bool, CallError> {
+    Ok(drained_or_missing(queue).await?.0)
+}
+
+/// [`drained`], and whether the queue was missing.
+async fn drained_or_missing(queue: &dyn Queue) -> Result<(bool, bool), CallError> {
     match queue.is_drained().await {
-        Ok(drained) => Ok(drained),
-        Err(QueueError::Missing { .. }) | Err(QueueError::DeletedRecently { .. }) => Ok(true),
-        Err(QueueError::Retryable { .. }) => Ok(false),
+        Ok(drained) => Ok((drained, false)),
+        Err(QueueError::Missing { .. }) | Err(QueueError::DeletedRecently { .. }) => Ok((true, true)),
+        Err(QueueError::Retryable { .. }) => Ok((false, false)),
         Err(e) => Err(e.into()),
     }
 }
@@ -393,6 +411,7 @@ mod tests {
             jobs_drained: true,
             results_drained: true,
             all_sent: true,
+            queue_missing: false,
             now_ms,
         }
     }
@@ -498,5 +517,25 @@ mod tests {
         assert_eq!(f.reconciled(vec![5], 1), Next::Wait);
         assert_eq!(f.looked(&drained(2)), Next::Reconcile);
         assert_eq!(f.reconciled(vec![5], 2), Next::Resubmit(vec![5]));
+    }
+
+    #[test]
+    fn the_deletion_only_mutant_resends_only_after_a_look_found_a_queue_missing() {
+        let mut f = Finish::new(DriverConfig {
+            quiet_ms: 0,
+            ..config(Policy::DeletionOnly)
+        });
+        for now in 0..3 {
+            assert_eq!(f.looked(&drained(now)), Next::Reconcile);
+            assert_eq!(f.reconciled(vec![5], now), Next::Wait, "expired jobs are never resent");
+        }
+        let deleted = Look {
+            queue_missing: true,
+            ..drained(3)
+        };
+        assert_eq!(f.looked(&deleted), Next::Reconcile);
+        assert_eq!(f.reconciled(vec![5], 3), Next::Wait, "the first sighting");
+        assert_eq!(f.looked(&drained(4)), Next::Reconcile);
+        assert_eq!(f.reconciled(vec![5], 4), Next::Resubmit(vec![5]));
     }
 }

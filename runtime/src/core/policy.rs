@@ -35,11 +35,15 @@ pub enum Policy {
     /// never reads the store again, so a late duplicate or conflict that
     /// lands afterwards is never reported.
     CompleteOnce,
+    /// The driver resends missing keys only after it saw a queue deleted:
+    /// it believes nothing else loses a job, which message expiry (and the
+    /// dead-letter queue) disprove.
+    DeletionOnly,
 }
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 8] = [
+    pub const ALL: [Policy; 9] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
@@ -48,6 +52,7 @@ impl Policy {
         Self::EagerFinish,
         Self::NoQuiet,
         Self::CompleteOnce,
+        Self::DeletionOnly,
     ];
 
     /// The worker deletes each job message as soon as it receives it.
@@ -92,6 +97,11 @@ impl Policy {
         self != Self::CompleteOnce
     }
 
+    /// The driver resends only after it saw a queue missing.
+    pub fn resends_only_after_deletion(self) -> bool {
+        self == Self::DeletionOnly
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -103,6 +113,7 @@ impl Policy {
             Self::EagerFinish => "eager-finish",
             Self::NoQuiet => "no-quiet",
             Self::CompleteOnce => "complete-once",
+            Self::DeletionOnly => "deletion-only",
         }
     }
 }

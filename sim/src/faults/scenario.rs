@@ -39,6 +39,10 @@ pub struct Scenario {
     /// setting when `jobs` is even) instead of `runs = jobs`.
     #[serde(default)]
     pub grid: bool,
+    /// Message retention of every queue, ms (SQS's default, 4 days, when
+    /// unset): seconds make messages expire mid-sweep.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
     /// Faults; unset fields are drawn from the seed.
     #[serde(default)]
     pub faults: FaultSpec,
@@ -173,6 +177,9 @@ impl Scenario {
         }
         if self.visibility_ms < 1000 {
             return Err("visibility_ms must be at least 1000".into());
+        }
+        if self.retention_ms.is_some_and(|ms| ms < 1000) {
+            return Err("retention_ms must be at least 1000".into());
         }
         let rates = [
             self.faults.lost_reply_rate,
