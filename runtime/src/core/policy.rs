@@ -27,17 +27,26 @@ pub enum Policy {
     /// drained sweep: it reconciles, resends and declares completion while
     /// jobs are still running and results are still on their way.
     EagerFinish,
+    /// The reconciler takes runs whose payloads differ for agreeing
+    /// duplicates: it classes the key done and counts the extra runs as
+    /// duplicates, so a conflict vanishes from the report.
+    BlindConflicts,
+    /// The worker runs a job whatever its receive count: a job that kills
+    /// its worker is never recorded as given up.
+    NoGiveUp,
 }
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 6] = [
+    pub const ALL: [Policy; 8] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
         Self::SilentDedupe,
         Self::NoLedger,
         Self::EagerFinish,
+        Self::BlindConflicts,
+        Self::NoGiveUp,
     ];
 
     /// The worker deletes each job message as soon as it receives it.
@@ -71,6 +80,17 @@ impl Policy {
         self == Self::EagerFinish
     }
 
+    /// The reconciler tells runs that disagree from runs that agree.
+    pub fn detects_conflicts(self) -> bool {
+        self != Self::BlindConflicts
+    }
+
+    /// The worker records a job received more than `max_attempts` times as
+    /// given up instead of running it again.
+    pub fn gives_up(self) -> bool {
+        self != Self::NoGiveUp
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -80,6 +100,8 @@ impl Policy {
             Self::SilentDedupe => "silent-dedupe",
             Self::NoLedger => "no-ledger",
             Self::EagerFinish => "eager-finish",
+            Self::BlindConflicts => "blind-conflicts",
+            Self::NoGiveUp => "no-give-up",
         }
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Rule 1 of the worker lives here: a job message is deleted only after the
 //! results queue acknowledged its result. The planted `naive` policy breaks
-//! it in one place, [`Batch::received`].
+//! it in one place, [`Batch::received`]; the planted `no-give-up` policy
+//! breaks rule 3 (a worn-out job is given up, not run) in the same place.
 
 use crate::core::retry::BATCH_BYTES_MAX;
 use crate::core::{JobMessage, Outcome, Policy, Received, ResultMessage, ResultStatus};
@@ -209,7 +210,8 @@ impl Batch {
         {
             let (job, give_up) = match decide_decoded(job, msg.receive_count, sweep, cancelled) {
                 Decision::Run(job) => (job, false),
-                Decision::GiveUp(job) => (job, true),
+                // The planted no-give-up bug runs a worn-out job again.
+                Decision::GiveUp(job) => (job, limits.policy.gives_up()),
                 Decision::Drop => {
                     dropped.push(msg.handle);
                     continue;

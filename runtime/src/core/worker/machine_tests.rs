@@ -146,6 +146,12 @@ fn messages_that_are_not_runnable_jobs_are_quarantined_and_worn_out_jobs_given_u
 }
 
 #[test]
+fn a_worker_that_never_gives_up_runs_a_worn_out_job_again() {
+    let (_, actions) = Batch::received(limits(Policy::NoGiveUp), vec![incoming(7, 4)]);
+    assert!(matches!(&actions[0], Action::Run(job) if !job.give_up), "{actions:?}");
+}
+
+#[test]
 fn a_result_too_large_for_one_message_is_sent_small_as_failed_with_a_note() {
     let (mut batch, actions) = Batch::received(limits(Policy::Real), vec![incoming(0, 1)]);
     let mut result = result_of(&run_of(&actions));
