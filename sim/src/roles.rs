@@ -21,7 +21,7 @@ use tally::sweep::Sweep;
 
 use crate::checker::oracle::SharedOracle;
 use crate::doubles::clock::SimClock;
-use crate::doubles::experiment::SimExperiment;
+use crate::doubles::experiment::{Messy, SimExperiment};
 use crate::faults::scenario::Scenario;
 use crate::faults::schedule::{hosts, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::faults::tripwire::{SharedWires, Step, TripQueue, TripStore};
@@ -59,6 +59,9 @@ pub struct Ctx {
     pub done: Cell<bool>,
     /// Crashes aimed at protocol steps.
     pub wires: SharedWires,
+    /// Nondeterministic and poison keys (each worker host adds its name
+    /// and the wires).
+    pub messy: Messy,
 }
 
 impl Ctx {
@@ -108,7 +111,7 @@ pub fn add_hosts(sim: &mut turmoil::Sim<'_>, ctx: &Rc<Ctx>) {
 
 async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::SUBMITTER);
-    let (jobs, results, dead) = queues(ctx.scenario.visibility_ms);
+    let (jobs, results, dead) = queues(&ctx.scenario);
     let tripped = Arc::new(TripQueue {
         inner: jobs.clone(),
         host: hosts::SUBMITTER.into(),
@@ -146,7 +149,7 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
     let host = hosts::worker(k);
     let id = format!("{host}.{}", ctx.incarnation(&host));
     let clock = ctx.clock(&host);
-    let (jobs, results, _) = queues(ctx.scenario.visibility_ms);
+    let (jobs, results, _) = queues(&ctx.scenario);
     let experiment: Arc<dyn Experiment> = Arc::new(SimExperiment {
         clock: clock.clone(),
         oracle: ctx.oracle.clone(),
@@ -154,6 +157,11 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
         slow_ms: ctx.scenario.visibility_ms * 5 / 2,
         slow_rate: ctx.slow_job_rate,
         seed: ctx.seed,
+        messy: Messy {
+            host: host.clone(),
+            wires: ctx.wires.clone(),
+            ..ctx.messy.clone()
+        },
     });
     let manifests = Arc::new(ManifestCache::new(Arc::new(move |_: &Sweep| experiment.clone())));
     let results = Arc::new(TripQueue {
@@ -192,7 +200,7 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
 async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
     let id = format!("aggregator.{}", ctx.incarnation(hosts::AGGREGATOR));
     let clock = ctx.clock(hosts::AGGREGATOR);
-    let (_, results, _) = queues(ctx.scenario.visibility_ms);
+    let (_, results, _) = queues(&ctx.scenario);
     let store = Arc::new(TripStore {
         inner: store(),
         host: hosts::AGGREGATOR.into(),
@@ -225,7 +233,7 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
 /// its resubmission log, as a restarted process would.
 async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::RECONCILER);
-    let (jobs, results, _) = queues(ctx.scenario.visibility_ms);
+    let (jobs, results, _) = queues(&ctx.scenario);
     let store = store();
     let resubmitter = Submitter {
         jobs: jobs.clone(),
@@ -256,10 +264,11 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
 }
 
 /// The simulated queues, as a role host reaches them.
-pub fn queues(visibility_ms: u64) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
+pub fn queues(scenario: &Scenario) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
+    let visibility_ms = scenario.visibility_ms;
     let jobs_attrs = QueueAttrs {
         visibility_ms,
-        max_receives: Some(100),
+        max_receives: Some(scenario.max_receives.unwrap_or(100)),
         dead_letter: Some(format!("{JOBS_QUEUE}-dead")),
         ..QueueAttrs::default()
     };

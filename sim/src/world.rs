@@ -22,6 +22,7 @@ use tally::sweep::{ExperimentSpec, Sweep};
 use crate::checker::oracle::{Oracle, SharedOracle};
 use crate::checker::trace::{SharedTrace, Trace};
 use crate::checker::{check, Recorder, Verdict};
+use crate::doubles::experiment::Messy;
 use crate::faults::inject::{apply, heal};
 use crate::faults::schedule::{hosts, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::faults::tripwire::SharedWires;
@@ -65,7 +66,9 @@ pub fn sweep_for(schedule: &Schedule) -> Sweep {
         })
         .take(64)
         .collect();
-    synthetic_sweep(if name.is_empty() { "sim".into() } else { name }, s.jobs, s.job_ms)
+    let mut sweep = synthetic_sweep(if name.is_empty() { "sim".into() } else { name }, s.jobs, s.job_ms);
+    sweep.timeout_s = s.timeout_s.unwrap_or(sweep.timeout_s);
+    sweep
 }
 
 /// A sweep of `jobs` runs of the built-in synthetic experiment, each taking
@@ -126,6 +129,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         let m = s3.clone();
         sim.host(hosts::S3, move || serve_s3(m.clone()));
     }
+    let messy = Messy::resolved(r, sweep.timeout_s);
     let ctx = Rc::new(Ctx {
         sweep,
         scenario: s.clone(),
@@ -139,6 +143,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         incarnations: RefCell::new(BTreeMap::new()),
         wires: SharedWires::default(),
         done: Cell::new(false),
+        messy,
     });
     roles::add_hosts(&mut sim, &ctx);
     let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace);

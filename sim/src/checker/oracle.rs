@@ -15,7 +15,13 @@ pub fn run_hash(run_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(run_id.as_bytes()) | 1
 }
 
-/// Distinct run hashes per key, compact for the common case of one.
+/// A payload hash as a [`RunSet`] holds it (never 0).
+pub fn payload_key(payload_hash: u64) -> u64 {
+    payload_hash | 1
+}
+
+/// Distinct hashes (of runs, or of payloads) per key, compact for the
+/// common case of one.
 #[derive(Debug, Default)]
 pub struct RunSet {
     first: Vec<u64>,
@@ -117,8 +123,10 @@ pub struct Oracle {
     pub results_queue: String,
     /// Experiment runs started, per key.
     pub runs_started: Vec<u16>,
-    /// Payload hash the experiment produced, per key (0: never ran).
-    pub produced: Vec<u64>,
+    /// Every payload the results of each key may carry, as
+    /// [`payload_key`]s: one per key for a repeatable experiment, one per
+    /// run for a nondeterministic one (none: never finished a run).
+    pub produced: RunSet,
     /// Result runs the results queue accepted, per key.
     pub accepted: RunSet,
     /// Result runs destroyed by a deletion of the results queue.
@@ -147,7 +155,7 @@ impl Oracle {
             sweep: sweep.to_owned(),
             results_queue: results_queue.to_owned(),
             runs_started: vec![0; jobs as usize],
-            produced: vec![0; jobs as usize],
+            produced: RunSet::new(jobs),
             accepted: RunSet::new(jobs),
             destroyed: BTreeSet::new(),
             foreign_accepted: 0,
@@ -158,17 +166,23 @@ impl Oracle {
         }
     }
 
-    /// The experiment started running key `index`.
-    pub fn started(&mut self, index: u64) {
-        if let Some(n) = self.runs_started.get_mut(index as usize) {
-            *n = n.saturating_add(1);
+    /// The experiment started running key `index`; returns how many runs
+    /// of it have started, this one included.
+    pub fn started(&mut self, index: u64) -> u16 {
+        match self.runs_started.get_mut(index as usize) {
+            Some(n) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None => 0,
         }
     }
 
-    /// The experiment produced a result with `payload` for key `index`.
+    /// The experiment produced a result whose payload hash is `payload`
+    /// for key `index`.
     pub fn produced(&mut self, index: u64, payload: u64) {
-        if let Some(p) = self.produced.get_mut(index as usize) {
-            *p = payload;
+        if index < self.jobs {
+            self.produced.insert(index, payload_key(payload));
         }
     }
 
