@@ -2,8 +2,33 @@
 //! the real protocol passes the very same runs.
 
 use tally::core::Policy;
+use tally_sim::faults::scenario::Scenario;
+use tally_sim::faults::schedule::Schedule;
+use tally_sim::world::{self, RunSummary};
 
-use crate::run;
+use crate::{run, scenario};
+
+/// Run one seed of scenario `name`, changed by `change`, under `policy`.
+fn run_changed(name: &str, seed: u64, policy: Policy, change: impl Fn(&mut Scenario)) -> RunSummary {
+    let mut s = scenario(name);
+    change(&mut s);
+    world::run(&Schedule::draw(&s.resolve(seed), seed, policy), false)
+}
+
+/// `policy` passes seed `seed` of `name` once `change` takes away what
+/// exposes it, and so does the real protocol: only what `change` took away
+/// catches the bug.
+fn passes_without(name: &str, seed: u64, policy: Policy, change: impl Fn(&mut Scenario)) {
+    for p in [policy, Policy::Real] {
+        let out = run_changed(name, seed, p, &change);
+        assert!(
+            out.verdict.passed(),
+            "{} should pass {name} seed {seed} once changed: {:?}",
+            p.name(),
+            out.verdict.violations
+        );
+    }
+}
 
 fn caught(name: &str, seed: u64, policy: Policy, kind: &str) {
     let out = run(name, seed, policy);
@@ -49,4 +74,22 @@ fn a_reconciler_without_the_receipts_ledger_is_caught_losing_jobs_silently() {
 #[test]
 fn a_driver_that_finishes_on_an_empty_work_queue_is_caught_losing_late_results() {
     caught("worker-crash", 1, Policy::EagerFinish, "lost-result");
+}
+
+#[test]
+fn a_reconciler_blind_to_conflicts_is_caught_only_when_runs_of_a_key_can_disagree() {
+    caught("messy-experiments", 0, Policy::BlindConflicts, "unreported-conflict");
+    passes_without("messy-experiments", 0, Policy::BlindConflicts, |s| {
+        s.faults.nondeterministic_rate = Some(0.0);
+    });
+}
+
+#[test]
+fn a_worker_that_never_gives_up_is_caught_only_when_poison_jobs_keep_crashing_it() {
+    caught("messy-experiments", 0, Policy::NoGiveUp, "not-final");
+    passes_without("messy-experiments", 0, Policy::NoGiveUp, |s| {
+        s.faults.crash_job_rate = Some(0.0);
+        s.faults.hang_job_rate = Some(0.0);
+        s.faults.huge_output_rate = Some(0.0);
+    });
 }
