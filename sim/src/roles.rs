@@ -62,6 +62,9 @@ pub struct Ctx {
     /// Nondeterministic and poison keys (each worker host adds its name
     /// and the wires).
     pub messy: Messy,
+    /// Every sweep of the run, `sweep` first; all are submitted at once
+    /// and driven through the same queues and bucket.
+    pub sweeps: Vec<Sweep>,
 }
 
 impl Ctx {
@@ -138,7 +141,8 @@ async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
             };
             calls.call(|| q.ensure()).await?;
         }
-        submitter.submit(&ctx.sweep, &stop).await.map(|_| ())
+        let submits = ctx.sweeps.iter().map(|sweep| submitter.submit(sweep, &stop));
+        futures::future::try_join_all(submits).await.map(|_| ())
     })
     .await;
     std::future::pending::<()>().await;
@@ -251,12 +255,21 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         progress_ms: None,
         policy: ctx.policy,
     };
-    let id = ctx.sweep.id();
-    let mut finisher = Driver::new(&*jobs, &*results, &*store, &*clock, &resubmitter, config, &id);
+    let ids: Vec<String> = ctx.sweeps.iter().map(Sweep::id).collect();
+    let mut finishers: Vec<Driver<'_>> = ids
+        .iter()
+        .map(|id| Driver::new(&*jobs, &*results, &*store, &*clock, &resubmitter, config.clone(), id))
+        .collect();
+    let mut complete = vec![false; finishers.len()];
     let stop = tally::core::never();
     loop {
-        let step = finisher.run(&stop, &mut NoSink, |_| ControlFlow::Continue(())).await;
-        if matches!(step, Ok(Some(driver::Step::Complete(_)))) && clock.mono_ms() >= ctx.scenario.fault_ms {
+        // One step of each sweep's driver per poll: with one sweep, the
+        // steps and sleeps of a driver run to completion.
+        for (finisher, complete) in finishers.iter_mut().zip(&mut complete) {
+            let step = finisher.run(&stop, &mut NoSink, |_| ControlFlow::Break(())).await;
+            *complete = matches!(step, Ok(Some(driver::Step::Complete(_))));
+        }
+        if complete.iter().all(|&c| c) && clock.mono_ms() >= ctx.scenario.fault_ms {
             ctx.done.set(true);
         }
         clock.sleep(RECONCILE_POLL_MS).await;

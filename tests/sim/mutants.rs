@@ -93,3 +93,19 @@ fn a_worker_that_never_gives_up_is_caught_only_when_poison_jobs_keep_crashing_it
         s.faults.huge_output_rate = Some(0.0);
     });
 }
+
+#[test]
+fn several_sweeps_sharing_the_queues_are_each_checked_and_a_reconciler_without_the_ledger_is_caught_in_each() {
+    caught("several-sweeps", 0, Policy::NoLedger, "lost-job");
+    let out = run("several-sweeps", 0, Policy::NoLedger);
+    for k in 0..3 {
+        let named = format!("sweep several-sweeps-{k}: ");
+        assert!(
+            out.verdict.violations.iter().any(|v| v.detail.starts_with(&named)),
+            "no violation names sweep {k}: {:?}",
+            out.verdict.violations
+        );
+    }
+    let real = run("several-sweeps", 0, Policy::Real);
+    assert_eq!(real.report.submitted, 3 * 700, "{:?}", real.report);
+}

@@ -125,6 +125,32 @@ impl Verdict {
         self.counts.is_empty()
     }
 
+    /// Add the verdict on sweep `sweep` of the same run: its classes, its
+    /// counts and its first violations, each naming the sweep.
+    pub fn absorb(&mut self, other: Verdict, sweep: &str) {
+        let (c, o) = (&mut self.classes, &other.classes);
+        for (sum, n) in [
+            (&mut c.ok, o.ok),
+            (&mut c.duplicated, o.duplicated),
+            (&mut c.conflicted, o.conflicted),
+            (&mut c.lost_detected, o.lost_detected),
+            (&mut c.lost_silent, o.lost_silent),
+            (&mut c.recovered, o.recovered),
+            (&mut c.unexpected, o.unexpected),
+        ] {
+            *sum += n;
+        }
+        for (kind, n) in other.counts {
+            *self.counts.entry(kind).or_default() += n;
+        }
+        let room = 20usize.saturating_sub(self.violations.len());
+        self.violations
+            .extend(other.violations.into_iter().take(room).map(|v| Violation {
+                detail: format!("sweep {sweep}: {}", v.detail),
+                ..v
+            }));
+    }
+
     fn flag(&mut self, kind: &'static str, index: Option<u64>, detail: String) {
         *self.counts.entry(kind).or_default() += 1;
         if self.violations.len() < 20 {

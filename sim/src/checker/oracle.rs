@@ -144,8 +144,69 @@ pub struct Oracle {
     answered: Attempts,
 }
 
-/// A shared oracle.
-pub type SharedOracle = Arc<Mutex<Oracle>>;
+/// The ground truth of every sweep of a run, one [`Oracle`] each; each
+/// event goes to the oracle of the sweep it names.
+#[derive(Debug)]
+pub struct Oracles {
+    /// One per sweep, in submission order.
+    pub sweeps: Vec<Oracle>,
+}
+
+/// The shared ground truth.
+pub type SharedOracle = Arc<Mutex<Oracles>>;
+
+impl Oracles {
+    /// The oracle of sweep `sweep`, if it is one of the run's.
+    fn of(&mut self, sweep: &str) -> Option<&mut Oracle> {
+        self.sweeps.iter_mut().find(|o| o.sweep == sweep)
+    }
+
+    /// The experiment started running key `index` of `sweep`; returns how
+    /// many runs of it have started, this one included.
+    pub fn started(&mut self, sweep: &str, index: u64) -> u16 {
+        self.of(sweep).map_or(0, |o| o.started(index))
+    }
+
+    /// The experiment produced a result whose payload hash is `payload`
+    /// for key `index` of `sweep`.
+    pub fn produced(&mut self, sweep: &str, index: u64, payload: u64) {
+        if let Some(o) = self.of(sweep) {
+            o.produced(index, payload);
+        }
+    }
+
+    /// The results queue accepted a message. With one sweep the message
+    /// goes straight to its oracle (decoded once, as six million results
+    /// want); a result of no sweep of the run is foreign to the first.
+    pub fn accepted(&mut self, queue: &str, body: &str) {
+        if self.sweeps.len() > 1 && queue == self.sweeps[0].results_queue {
+            let sweep = ResultView::decode(body).ok().map(|r| r.sweep.into_owned());
+            if let Some(o) = sweep.and_then(|sweep| self.of(&sweep)) {
+                return o.accepted(queue, body);
+            }
+        }
+        self.sweeps[0].accepted(queue, body);
+    }
+
+    /// A consumer deleted a message by its current handle.
+    pub fn deleted(&mut self, queue: &str, body: &str) {
+        if self.sweeps.len() > 1 && queue == self.sweeps[0].jobs_queue {
+            let sweep = tally::core::JobMessage::decode(body).ok().map(|j| j.sweep);
+            if let Some(o) = sweep.and_then(|sweep| self.of(&sweep)) {
+                return o.deleted(queue, body);
+            }
+        }
+        self.sweeps[0].deleted(queue, body);
+    }
+
+    /// A message was destroyed without being deleted: each oracle keeps
+    /// only its own sweep's.
+    pub fn destroyed(&mut self, queue: &str, body: &str) {
+        for o in &mut self.sweeps {
+            o.destroyed(queue, body);
+        }
+    }
+}
 
 impl Oracle {
     /// An oracle for a sweep of `jobs` jobs.
@@ -280,6 +341,46 @@ mod tests {
         assert_eq!(s.count(0), 0);
         assert!(s.contains(1, 7) && !s.contains(2, 7));
         assert_eq!(s.runs(1).collect::<Vec<_>>(), vec![5, 7]);
+    }
+
+    fn result_body(sweep: &str, index: u64) -> String {
+        tally::core::ResultMessage {
+            tally: tally::core::message::FORMAT_VERSION,
+            sweep: sweep.into(),
+            index,
+            attempt: 1,
+            receive_count: 1,
+            run_id: format!("w.0-{index}"),
+            worker: "w".into(),
+            started_ms: 0,
+            duration_ms: 0,
+            outcome: tally::core::Outcome {
+                status: tally::core::ResultStatus::Ok,
+                exit_code: Some(0),
+                metrics: None,
+                stdout: None,
+                stderr_tail: String::new(),
+            },
+        }
+        .encode()
+    }
+
+    #[test]
+    fn each_sweep_s_results_reach_its_own_oracle_and_other_sweeps_are_foreign() {
+        let mut o = Oracles {
+            sweeps: vec![
+                Oracle::new("a", 2, "jobs", "results"),
+                Oracle::new("b", 2, "jobs", "results"),
+            ],
+        };
+        o.accepted("results", &result_body("b", 1));
+        o.accepted("results", &result_body("c", 0));
+        assert_eq!(o.started("b", 1), 1);
+        assert_eq!(o.started("c", 1), 0);
+        let (a, b) = (&o.sweeps[0], &o.sweeps[1]);
+        assert!(b.accepted.count(1) == 1 && a.accepted.count(1) == 0);
+        assert_eq!((a.foreign_accepted, b.foreign_accepted), (1, 0));
+        assert_eq!((a.runs_started[1], b.runs_started[1]), (0, 1));
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl SimExperiment {
 #[async_trait]
 impl Experiment for SimExperiment {
     async fn run(&self, job: &JobSpec) -> Outcome {
-        let started = self.oracle.lock().expect("oracle lock").started(job.index);
+        let started = self.oracle.lock().expect("oracle lock").started(&job.sweep, job.index);
         let poison = self.poison(job.index);
         if poison == Poison::Crash {
             return self.crash().await;
@@ -175,7 +175,10 @@ impl Experiment for SimExperiment {
             .payload_hash();
             outcome.stdout = Some("y".repeat(HUGE_OUTPUT_BYTES));
         }
-        self.oracle.lock().expect("oracle lock").produced(job.index, recorded);
+        self.oracle
+            .lock()
+            .expect("oracle lock")
+            .produced(&job.sweep, job.index, recorded);
         outcome
     }
 }

@@ -48,6 +48,10 @@ pub struct Scenario {
     /// delivered reach the dead-letter queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_receives: Option<u32>,
+    /// Sweeps of `jobs` jobs each, submitted at once through the same
+    /// queues and bucket (unset: one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweeps: Option<u32>,
 }
 
 fn default_jobs() -> u64 {
@@ -226,6 +230,9 @@ impl Scenario {
         }
         if self.max_receives == Some(0) {
             return Err("max_receives must be at least 1".into());
+        }
+        if self.sweeps.is_some_and(|n| !(1..=16).contains(&n)) {
+            return Err("sweeps must lie between 1 and 16".into());
         }
         Ok(())
     }
