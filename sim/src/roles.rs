@@ -21,7 +21,7 @@ use tally::sweep::Sweep;
 
 use crate::checker::oracle::SharedOracle;
 use crate::doubles::clock::SimClock;
-use crate::doubles::experiment::SimExperiment;
+use crate::doubles::experiment::{Messy, SimExperiment};
 use crate::faults::scenario::Scenario;
 use crate::faults::schedule::{hosts, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::faults::tripwire::{Aim, SharedWires, Target, TripQueue, TripStore};
@@ -57,10 +57,17 @@ pub struct Ctx {
     pub incarnations: RefCell<BTreeMap<String, u32>>,
     /// When the reconciler first found every job final after the faults.
     pub done_at_ms: Cell<Option<u64>>,
-    /// The reconciler's last complete report, and when it gave it.
-    pub last_report: RefCell<Option<(u64, Report)>>,
+    /// The reconciler's last complete report of each sweep, and when it
+    /// gave it.
+    pub last_reports: RefCell<BTreeMap<String, (u64, Report)>>,
     /// Crashes aimed at protocol steps.
     pub wires: SharedWires,
+    /// Nondeterministic and poison keys (each worker host adds its name
+    /// and the wires).
+    pub messy: Messy,
+    /// Every sweep of the run, `sweep` first; all are submitted at once
+    /// and driven through the same queues and bucket.
+    pub sweeps: Vec<Sweep>,
 }
 
 impl Ctx {
@@ -157,7 +164,8 @@ async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
             };
             calls.call(|| q.ensure()).await?;
         }
-        submitter.submit(&ctx.sweep, &stop).await.map(|_| ())
+        let submits = ctx.sweeps.iter().map(|sweep| submitter.submit(sweep, &stop));
+        futures::future::try_join_all(submits).await.map(|_| ())
     })
     .await;
     std::future::pending::<()>().await;
@@ -176,6 +184,11 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
         slow_ms: ctx.scenario.visibility_ms * 5 / 2,
         slow_rate: ctx.slow_job_rate,
         seed: ctx.seed,
+        messy: Messy {
+            host: host.clone(),
+            wires: ctx.wires.clone(),
+            ..ctx.messy.clone()
+        },
     });
     let manifests = Arc::new(ManifestCache::new(Arc::new(move |_: &Sweep| experiment.clone())));
     let w = Arc::new(Worker {
@@ -255,17 +268,29 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         progress_ms: None,
         policy: ctx.policy,
     };
-    let id = ctx.sweep.id();
-    let mut finisher = Driver::new(&*jobs, &*results, &*store, &*clock, &resubmitter, config, &id);
+    let ids: Vec<String> = ctx.sweeps.iter().map(Sweep::id).collect();
+    let mut finishers: Vec<Driver<'_>> = ids
+        .iter()
+        .map(|id| Driver::new(&*jobs, &*results, &*store, &*clock, &resubmitter, config.clone(), id))
+        .collect();
+    let mut complete = vec![false; finishers.len()];
     let stop = tally::core::never();
     loop {
-        let step = finisher.run(&stop, &mut NoSink, |_| ControlFlow::Continue(())).await;
-        if let Ok(Some(driver::Step::Complete(report))) = step {
-            let now = crate::doubles::clock::sim_now_ms();
-            *ctx.last_report.borrow_mut() = Some((now, report));
-            if now >= ctx.scenario.fault_ms && ctx.done_at_ms.get().is_none() {
-                ctx.done_at_ms.set(Some(now));
+        // One step of each sweep's driver per poll: with one sweep, the
+        // steps and sleeps of a driver run to completion.
+        for (finisher, complete) in finishers.iter_mut().zip(&mut complete) {
+            let step = finisher.run(&stop, &mut NoSink, |_| ControlFlow::Break(())).await;
+            *complete = false;
+            if let Ok(Some(driver::Step::Complete(report))) = step {
+                let now = crate::doubles::clock::sim_now_ms();
+                let id = finisher.sweep_id().to_owned();
+                ctx.last_reports.borrow_mut().insert(id, (now, report));
+                *complete = true;
             }
+        }
+        let now = crate::doubles::clock::sim_now_ms();
+        if complete.iter().all(|&c| c) && now >= ctx.scenario.fault_ms && ctx.done_at_ms.get().is_none() {
+            ctx.done_at_ms.set(Some(now));
         }
         clock.sleep(RECONCILE_POLL_MS).await;
     }
@@ -279,7 +304,7 @@ pub fn queues(scenario: &Scenario) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueu
     let retention_ms = scenario.retention_ms.unwrap_or(QueueAttrs::default().retention_ms);
     let jobs_attrs = QueueAttrs {
         visibility_ms,
-        max_receives: Some(100),
+        max_receives: Some(scenario.max_receives.unwrap_or(100)),
         dead_letter: Some(format!("{JOBS_QUEUE}-dead")),
         retention_ms,
     };

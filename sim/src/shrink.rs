@@ -41,6 +41,10 @@ fn each_rate(r: &mut Resolved, mut f: impl FnMut(&'static str, &mut f64)) {
     f("sqs_entry_failure_rate", &mut r.sqs_entry_failure_rate);
     f("duplicate_delivery_rate", &mut r.duplicate_delivery_rate);
     f("slow_job_rate", &mut r.slow_job_rate);
+    f("nondeterministic_rate", &mut r.nondeterministic_rate);
+    f("crash_job_rate", &mut r.crash_job_rate);
+    f("hang_job_rate", &mut r.hang_job_rate);
+    f("huge_output_rate", &mut r.huge_output_rate);
     let mut skew = r.clock_skew_ms as f64;
     f("clock_skew_ms", &mut skew);
     r.clock_skew_ms = skew as u64;

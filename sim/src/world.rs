@@ -19,11 +19,12 @@ use tally::core::reconciler::{reconcile, Report};
 use tally::core::submitter::MemSendLog;
 use tally::sweep::{ExperimentSpec, Sweep, Value};
 
-use crate::checker::oracle::{Oracle, SharedOracle};
+use crate::checker::oracle::{Oracle, Oracles, SharedOracle};
 use crate::checker::resends::{check_resends, Resends};
 use crate::checker::settle::check_settled;
 use crate::checker::trace::{SharedTrace, Trace};
 use crate::checker::{check, Recorder, Verdict};
+use crate::doubles::experiment::Messy;
 use crate::faults::inject::{apply, heal};
 use crate::faults::schedule::{hosts, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::faults::tripwire::SharedWires;
@@ -68,11 +69,13 @@ pub fn sweep_for(schedule: &Schedule) -> Sweep {
         .take(64)
         .collect();
     let name = if name.is_empty() { "sim".into() } else { name };
-    if s.grid {
+    let mut sweep = if s.grid {
         grid_sweep(name, s.jobs, s.job_ms)
     } else {
         synthetic_sweep(name, s.jobs, s.job_ms)
-    }
+    };
+    sweep.timeout_s = s.timeout_s.unwrap_or(sweep.timeout_s);
+    sweep
 }
 
 /// A sweep of exactly `jobs` jobs through parameter expansion: a grid of
@@ -99,6 +102,34 @@ pub fn grid_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
     sweep
 }
 
+/// Every sweep a simulated run submits: [`sweep_for`]'s alone, or as many
+/// as the scenario's `sweeps`, each named after it with a number.
+pub fn sweeps_for(schedule: &Schedule) -> Vec<Sweep> {
+    let first = sweep_for(schedule);
+    match schedule.resolved.scenario.sweeps {
+        None | Some(1) => vec![first],
+        Some(n) => (0..n)
+            .map(|k| Sweep {
+                name: format!("{}-{k}", first.name),
+                ..first.clone()
+            })
+            .collect(),
+    }
+}
+
+/// The ground truth of `sweeps`, each of `jobs` jobs.
+fn oracles(sweeps: &[Sweep], jobs: u64) -> SharedOracle {
+    let sweeps = sweeps
+        .iter()
+        .map(|sweep| {
+            let mut truth = Oracle::new(&sweep.id(), jobs, JOBS_QUEUE, RESULTS_QUEUE);
+            truth.resends = Resends::new(jobs, roles::RECONCILE_QUIET_MS);
+            truth
+        })
+        .collect();
+    Arc::new(Mutex::new(Oracles { sweeps }))
+}
+
 /// A sweep of `jobs` runs of the built-in synthetic experiment, each taking
 /// `job_ms`.
 pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
@@ -122,10 +153,9 @@ pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 /// Run `schedule` to the end and check it.
 pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
-    let sweep = sweep_for(schedule);
-    let mut truth = Oracle::new(&sweep.id(), s.jobs, JOBS_QUEUE, RESULTS_QUEUE);
-    truth.resends = Resends::new(s.jobs, roles::RECONCILE_QUIET_MS);
-    let oracle: SharedOracle = Arc::new(Mutex::new(truth));
+    let sweeps = sweeps_for(schedule);
+    let sweep = sweeps[0].clone();
+    let oracle = oracles(&sweeps, s.jobs);
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(capture)));
     let r = &schedule.resolved;
     let sqs = Rc::new(RefCell::new(SqsModel::new(
@@ -161,6 +191,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         let m = s3.clone();
         sim.host(hosts::S3, move || serve_s3(m.clone()));
     }
+    let messy = Messy::resolved(r, sweep.timeout_s);
     let ctx = Rc::new(Ctx {
         sweep,
         scenario: s.clone(),
@@ -174,17 +205,14 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         incarnations: RefCell::new(BTreeMap::new()),
         wires: SharedWires::default(),
         done_at_ms: Cell::new(None),
-        last_report: RefCell::new(None),
+        last_reports: RefCell::new(BTreeMap::new()),
+        messy,
+        sweeps,
     });
     roles::add_hosts(&mut sim, &ctx);
     let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace);
     drop(sim);
-    let report_and_recorder = final_reconcile(&ctx, &s3);
-    let (report, recorder) = report_and_recorder;
-    let mut verdict = check(&oracle.lock().expect("oracle lock"), &recorder, &report, true);
-    let last = ctx.last_report.borrow().as_ref().map(|(_, r)| r.clone());
-    check_settled(last.as_ref(), &report, &mut verdict);
-    check_resends(&oracle.lock().expect("oracle lock").resends, &mut verdict);
+    let (report, verdict) = final_check(&ctx, &s3, &oracle);
     let mut t = trace.lock().expect("trace lock");
     RunSummary {
         report,
@@ -310,22 +338,76 @@ fn settled(
         return false;
     }
     let since = *empty_since.get_or_insert(now);
-    ctx.last_report.borrow().as_ref().is_some_and(|(at, _)| *at > since)
+    let reports = ctx.last_reports.borrow();
+    reports.len() == ctx.sweeps.len() && reports.values().all(|(at, _)| *at > since)
 }
 
-/// Reconcile from a snapshot of the bucket, outside the simulation, with
-/// the checker's recorder as the sink.
-fn final_reconcile(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>) -> (Report, Recorder) {
+/// Reconcile and check every sweep of the run. Several sweeps make one
+/// report and one verdict that add up theirs, each violation naming its
+/// sweep.
+fn final_check(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>, oracle: &SharedOracle) -> (Report, Verdict) {
+    let oracles = oracle.lock().expect("oracle lock");
+    let mut checked = ctx.sweeps.iter().zip(&oracles.sweeps).map(|(sweep, truth)| {
+        let id = sweep.id();
+        let (report, recorder) = final_reconcile(ctx, &id, s3);
+        let mut verdict = check(truth, &recorder, &report, true);
+        let last = ctx.last_reports.borrow().get(&id).map(|(_, r)| r.clone());
+        check_settled(last.as_ref(), &report, &mut verdict);
+        check_resends(&truth.resends, &mut verdict);
+        (sweep, report, verdict)
+    });
+    if ctx.sweeps.len() == 1 {
+        let (_, report, verdict) = checked.next().expect("one sweep");
+        return (report, verdict);
+    }
+    let mut total = (Report::default(), Verdict::default());
+    for (sweep, report, verdict) in checked {
+        add_report(&mut total.0, &report);
+        total.1.absorb(verdict, &sweep.name);
+    }
+    total
+}
+
+/// Add `r`'s counts to `sum` (the lists are left out).
+fn add_report(sum: &mut Report, r: &Report) {
+    if !sum.sweep.is_empty() {
+        sum.sweep.push_str(", ");
+    }
+    sum.sweep.push_str(&r.sweep);
+    for (s, n) in [
+        (&mut sum.submitted, r.submitted),
+        (&mut sum.done, r.done),
+        (&mut sum.failed, r.failed),
+        (&mut sum.missing, r.missing),
+        (&mut sum.cancelled, r.cancelled),
+        (&mut sum.duplicates, r.duplicates),
+        (&mut sum.duplicate_runs, r.duplicate_runs),
+        (&mut sum.conflicts, r.conflicts),
+        (&mut sum.phantoms, r.phantoms),
+        (&mut sum.redelivered, r.redelivered),
+        (&mut sum.resubmitted, r.resubmitted),
+    ] {
+        *s += n;
+    }
+    sum.rounds += r.rounds;
+    // Every sweep's pass reads the same segments and quarantine.
+    sum.segments = r.segments;
+    sum.quarantined = r.quarantined;
+    sum.unreadable = r.unreadable;
+}
+
+/// Reconcile sweep `id` from a snapshot of the bucket, outside the
+/// simulation, with the checker's recorder as the sink.
+fn final_reconcile(ctx: &Ctx, id: &str, s3: &Rc<RefCell<S3Model>>) -> (Report, Recorder) {
     let store = crate::doubles::memstore::MemStore::snapshot(&s3.borrow());
-    let id = ctx.sweep.id();
-    let mut recorder = Recorder::new(&id, ctx.scenario.jobs);
+    let mut recorder = Recorder::new(id, ctx.scenario.jobs);
     let clock = crate::doubles::memstore::StillClock;
     let (_tx, never) = tokio::sync::watch::channel(false);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
     let report = rt
-        .block_on(reconcile(&store, &clock, &never, ctx.policy, &id, &mut recorder))
+        .block_on(reconcile(&store, &clock, &never, ctx.policy, id, &mut recorder))
         .unwrap_or_else(|e| Report {
             sweep: format!("{id} (reconcile failed: {e})"),
             ..Report::default()

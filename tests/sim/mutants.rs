@@ -4,9 +4,31 @@
 use tally::core::Policy;
 use tally_sim::faults::scenario::Scenario;
 use tally_sim::faults::schedule::Schedule;
-use tally_sim::world;
+use tally_sim::world::{self, RunSummary};
 
 use crate::{run, scenario};
+
+/// Run one seed of scenario `name`, changed by `change`, under `policy`.
+fn run_changed(name: &str, seed: u64, policy: Policy, change: impl Fn(&mut Scenario)) -> RunSummary {
+    let mut s = scenario(name);
+    change(&mut s);
+    world::run(&Schedule::draw(&s.resolve(seed), seed, policy), false)
+}
+
+/// `policy` passes seed `seed` of `name` once `change` takes away what
+/// exposes it, and so does the real protocol: only what `change` took away
+/// catches the bug.
+fn passes_without(name: &str, seed: u64, policy: Policy, change: impl Fn(&mut Scenario)) {
+    for p in [policy, Policy::Real] {
+        let out = run_changed(name, seed, p, &change);
+        assert!(
+            out.verdict.passed(),
+            "{} should pass {name} seed {seed} once changed: {:?}",
+            p.name(),
+            out.verdict.violations
+        );
+    }
+}
 
 fn caught(name: &str, seed: u64, policy: Policy, kind: &str) {
     let out = run(name, seed, policy);
@@ -21,22 +43,6 @@ fn caught(name: &str, seed: u64, policy: Policy, kind: &str) {
         real.verdict.passed(),
         "the real protocol fails {name} seed {seed}: {:?}",
         real.verdict.violations
-    );
-}
-
-/// Caught as [`caught`] says, and passing the same seed once `calm` takes
-/// away the one harsh behaviour of the world the bug relies on: only that
-/// behaviour exposes it.
-fn caught_only_when_harsh(name: &str, seed: u64, policy: Policy, kind: &str, calm: impl Fn(&mut Scenario)) {
-    caught(name, seed, policy, kind);
-    let mut s = scenario(name);
-    calm(&mut s);
-    let out = world::run(&Schedule::draw(&s.resolve(seed), seed, policy), false);
-    assert!(
-        out.verdict.passed(),
-        "{} on a calmer {name} seed {seed} should pass: {:?}",
-        policy.name(),
-        out.verdict.violations
     );
 }
 
@@ -72,7 +78,40 @@ fn a_driver_that_finishes_on_an_empty_work_queue_is_caught_resending_results_on_
 
 #[test]
 fn a_driver_that_resends_only_after_a_queue_deletion_is_caught_only_when_messages_expire() {
-    caught_only_when_harsh("expiry", 0, Policy::DeletionOnly, "not-final", |s| {
-        s.retention_ms = None
+    caught("expiry", 0, Policy::DeletionOnly, "not-final");
+    passes_without("expiry", 0, Policy::DeletionOnly, |s| s.retention_ms = None);
+}
+
+#[test]
+fn a_reconciler_blind_to_conflicts_is_caught_only_when_runs_of_a_key_can_disagree() {
+    caught("messy-experiments", 0, Policy::BlindConflicts, "unreported-conflict");
+    passes_without("messy-experiments", 0, Policy::BlindConflicts, |s| {
+        s.faults.nondeterministic_rate = Some(0.0);
     });
+}
+
+#[test]
+fn a_worker_that_never_gives_up_is_caught_only_when_poison_jobs_keep_crashing_it() {
+    caught("messy-experiments", 0, Policy::NoGiveUp, "not-final");
+    passes_without("messy-experiments", 0, Policy::NoGiveUp, |s| {
+        s.faults.crash_job_rate = Some(0.0);
+        s.faults.hang_job_rate = Some(0.0);
+        s.faults.huge_output_rate = Some(0.0);
+    });
+}
+
+#[test]
+fn several_sweeps_sharing_the_queues_are_each_checked_and_a_reconciler_without_the_ledger_is_caught_in_each() {
+    caught("several-sweeps", 0, Policy::NoLedger, "lost-job");
+    let out = run("several-sweeps", 0, Policy::NoLedger);
+    for k in 0..3 {
+        let named = format!("sweep several-sweeps-{k}: ");
+        assert!(
+            out.verdict.violations.iter().any(|v| v.detail.starts_with(&named)),
+            "no violation names sweep {k}: {:?}",
+            out.verdict.violations
+        );
+    }
+    let real = run("several-sweeps", 0, Policy::Real);
+    assert_eq!(real.report.submitted, 3 * 700, "{:?}", real.report);
 }

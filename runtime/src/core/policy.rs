@@ -39,11 +39,18 @@ pub enum Policy {
     /// it believes nothing else loses a job, which message expiry (and the
     /// dead-letter queue) disprove.
     DeletionOnly,
+    /// The reconciler takes runs whose payloads differ for agreeing
+    /// duplicates: it classes the key done and counts the extra runs as
+    /// duplicates, so a conflict vanishes from the report.
+    BlindConflicts,
+    /// The worker runs a job whatever its receive count: a job that kills
+    /// its worker is never recorded as given up.
+    NoGiveUp,
 }
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 9] = [
+    pub const ALL: [Policy; 11] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
@@ -53,6 +60,8 @@ impl Policy {
         Self::NoQuiet,
         Self::CompleteOnce,
         Self::DeletionOnly,
+        Self::BlindConflicts,
+        Self::NoGiveUp,
     ];
 
     /// The worker deletes each job message as soon as it receives it.
@@ -102,6 +111,17 @@ impl Policy {
         self == Self::DeletionOnly
     }
 
+    /// The reconciler tells runs that disagree from runs that agree.
+    pub fn detects_conflicts(self) -> bool {
+        self != Self::BlindConflicts
+    }
+
+    /// The worker records a job received more than `max_attempts` times as
+    /// given up instead of running it again.
+    pub fn gives_up(self) -> bool {
+        self != Self::NoGiveUp
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -114,6 +134,8 @@ impl Policy {
             Self::NoQuiet => "no-quiet",
             Self::CompleteOnce => "complete-once",
             Self::DeletionOnly => "deletion-only",
+            Self::BlindConflicts => "blind-conflicts",
+            Self::NoGiveUp => "no-give-up",
         }
     }
 }

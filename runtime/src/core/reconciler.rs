@@ -189,6 +189,7 @@ pub struct Classifier {
     extra_runs: BTreeMap<u64, Vec<u64>>,
     report: Report,
     cancelled: bool,
+    policy: Policy,
 }
 
 impl Classifier {
@@ -204,7 +205,15 @@ impl Classifier {
                 ..Report::default()
             },
             cancelled: false,
+            policy: Policy::Real,
         }
+    }
+
+    /// The same classifier following `policy` (a planted bug may change how
+    /// records are told apart).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Keys without a result are cancelled, not missing, from now on.
@@ -265,7 +274,9 @@ impl Classifier {
             key.status = Some(status);
             return Fate::Chosen;
         }
-        if status != ResultStatus::GaveUp && payload != key.payload {
+        // The planted blind-conflicts bug takes disagreeing runs for
+        // agreeing duplicates.
+        if status != ResultStatus::GaveUp && payload != key.payload && self.policy.detects_conflicts() {
             key.conflict = true;
         }
         Fate::Extra
@@ -398,7 +409,7 @@ impl Reconciliation {
                     message: format!("no manifest for sweep {sweep_id:?}"),
                 })
             })?;
-            self.classifier = Some(Classifier::new(sweep_id, manifest.submitted));
+            self.classifier = Some(Classifier::new(sweep_id, manifest.submitted).with_policy(policy));
         }
         let classifier = self.classifier.as_mut().expect("set above");
         let keys = store_retrying(clock, shutdown, || store.list(segment::PREFIX)).await?;
@@ -538,6 +549,15 @@ mod tests {
         assert_eq!(r.missing_ranges, vec![(5, 5)]);
         assert_eq!(r.conflict_indices, vec![2]);
         assert!(!r.is_complete());
+    }
+
+    #[test]
+    fn blind_conflicts_take_disagreeing_runs_for_a_done_duplicate() {
+        let mut c = Classifier::new("s", 1).with_policy(Policy::BlindConflicts);
+        add(&mut c, result(0, "a", ResultStatus::Ok, 1.0));
+        add(&mut c, result(0, "b", ResultStatus::Ok, 2.0));
+        let r = c.finish(Policy::BlindConflicts, &mut NoSink);
+        assert_eq!((r.done, r.conflicts, r.duplicate_runs), (1, 0, 1), "{r:?}");
     }
 
     #[test]

@@ -33,6 +33,21 @@ fn metrics_after_a_long_log_are_kept_and_the_cut_is_marked() -> anyhow::Result<(
 }
 
 #[test]
+fn metrics_too_large_for_one_message_record_the_job_failed_with_a_note_and_the_run_goes_on() -> anyhow::Result<()> {
+    let scratch = Scratch::new("bigmetrics");
+    // One metrics line just under the kept line's 1 MiB: with the result's
+    // other fields, the result no longer fits one queue message.
+    let script = r#"printf '{{"blob": "'; head -c 1048500 /dev/zero | tr '\0' a; printf '"}}\n'"#;
+    let (code, rows) = run_script(&scratch, "bigmetrics", script, "")?;
+    let row = only_row(&rows)?;
+    assert_eq!(row["status"], "failed", "{}", &rows[..rows.len().min(600)]);
+    let note = row.to_string();
+    assert!(note.contains("output too large"), "{}", &note[..note.len().min(600)]);
+    assert_eq!(code, 1, "one failed job");
+    Ok(())
+}
+
+#[test]
 fn a_long_log_without_metrics_keeps_head_and_tail_with_a_marker() -> anyhow::Result<()> {
     let scratch = Scratch::new("longraw");
     let script = "echo first; yes 'middle of the log' | head -c 200000; echo; echo last";

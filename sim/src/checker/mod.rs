@@ -10,8 +10,10 @@
 //! deletion to excuse it, a job message consumed (deleted) without any
 //! result of it ever being accepted (catalogue failure 1, even when a
 //! resubmission later recovered the key), a job or duplicate the report
-//! does not name, a phantom, a corrupted payload, or a job not final after
-//! the healed phase.
+//! does not name, a phantom, a corrupted payload (one the experiment never
+//! produced for its key), recorded runs that disagree without the report
+//! naming the key a conflict, or a job not final after the healed phase
+//! (a conflict, a failure, a time-out or a give-up is final: reported).
 
 pub mod oracle;
 pub mod resends;
@@ -24,7 +26,7 @@ use serde::Serialize;
 use tally::core::reconciler::{Fate, KeyClass, RecordSink, Report};
 use tally::core::{ResultStatus, ResultView};
 
-use crate::checker::oracle::{run_hash, Oracle, RunSet};
+use crate::checker::oracle::{payload_key, run_hash, Oracle, RunSet};
 
 /// What the results database recorded, gathered while reconciling.
 pub struct Recorder {
@@ -34,8 +36,9 @@ pub struct Recorder {
     pub runs: RunSet,
     /// The reconciler's class per key.
     pub classes: Vec<Option<KeyClass>>,
-    /// (key, payload) of every recorded non-give-up result.
-    payloads: Vec<(u64, u64)>,
+    /// Distinct payloads recorded per key (give-ups aside), as
+    /// [`payload_key`]s.
+    pub payloads: RunSet,
     /// Recorded results outside the sweep's keys.
     pub phantoms: u64,
 }
@@ -48,7 +51,7 @@ impl Recorder {
             sweep: sweep.to_owned(),
             runs: RunSet::new(jobs),
             classes: vec![None; jobs as usize],
-            payloads: Vec::new(),
+            payloads: RunSet::new(jobs),
             phantoms: 0,
         }
     }
@@ -62,7 +65,7 @@ impl RecordSink for Recorder {
         }
         self.runs.insert(r.index, run_hash(&r.run_id));
         if r.status != ResultStatus::GaveUp {
-            self.payloads.push((r.index, r.payload_hash()));
+            self.payloads.insert(r.index, payload_key(r.payload_hash()));
         }
     }
 
@@ -77,8 +80,9 @@ impl RecordSink for Recorder {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
     /// What kind: `lost-result`, `lost-job`, `dropped-job`,
-    /// `unreported-duplicate`, `unexpected`, `corrupted`, `not-final`,
-    /// `miscounted`, `unreported-change` (see [`settle`]).
+    /// `unreported-duplicate`, `unreported-conflict`, `unexpected`,
+    /// `corrupted`, `not-final`, `miscounted`, `unreported-change` (see
+    /// [`settle`]), `needless-resubmission` (see [`resends`]).
     pub kind: &'static str,
     /// The key, when one key is at fault.
     pub index: Option<u64>,
@@ -92,8 +96,10 @@ pub struct Violation {
 pub struct Classes {
     /// Exactly one run recorded, and it is the row.
     pub ok: u64,
-    /// More than one run recorded; the report counts them.
+    /// More than one run recorded, agreeing; the report counts them.
     pub duplicated: u64,
+    /// Recorded runs that disagree; the report names the key a conflict.
+    pub conflicted: u64,
     /// No result; the report names the key missing.
     pub lost_detected: u64,
     /// No result and the report does not say so.
@@ -122,6 +128,32 @@ impl Verdict {
         self.counts.is_empty()
     }
 
+    /// Add the verdict on sweep `sweep` of the same run: its classes, its
+    /// counts and its first violations, each naming the sweep.
+    pub fn absorb(&mut self, other: Verdict, sweep: &str) {
+        let (c, o) = (&mut self.classes, &other.classes);
+        for (sum, n) in [
+            (&mut c.ok, o.ok),
+            (&mut c.duplicated, o.duplicated),
+            (&mut c.conflicted, o.conflicted),
+            (&mut c.lost_detected, o.lost_detected),
+            (&mut c.lost_silent, o.lost_silent),
+            (&mut c.recovered, o.recovered),
+            (&mut c.unexpected, o.unexpected),
+        ] {
+            *sum += n;
+        }
+        for (kind, n) in other.counts {
+            *self.counts.entry(kind).or_default() += n;
+        }
+        let room = 20usize.saturating_sub(self.violations.len());
+        self.violations
+            .extend(other.violations.into_iter().take(room).map(|v| Violation {
+                detail: format!("sweep {sweep}: {}", v.detail),
+                ..v
+            }));
+    }
+
     pub(crate) fn flag(&mut self, kind: &'static str, index: Option<u64>, detail: String) {
         *self.counts.entry(kind).or_default() += 1;
         if self.violations.len() < 20 {
@@ -137,16 +169,7 @@ pub fn check(oracle: &Oracle, recorded: &Recorder, report: &Report, final_phase:
     check_counts(oracle, recorded, report, &mut v);
     for index in 0..oracle.jobs {
         check_key(oracle, recorded, index, &mut v);
-    }
-    for &(index, payload) in &recorded.payloads {
-        let produced = oracle.produced[index as usize];
-        if produced != payload {
-            v.flag(
-                "corrupted",
-                Some(index),
-                format!("recorded payload {payload:x}, the experiment produced {produced:x}"),
-            );
-        }
+        check_payloads(oracle, recorded, index, &mut v);
     }
     if recorded.phantoms > 0 || oracle.foreign_accepted > 0 {
         v.classes.unexpected += recorded.phantoms;
@@ -166,14 +189,13 @@ pub fn check(oracle: &Oracle, recorded: &Recorder, report: &Report, final_phase:
             format!("attempt {attempt}'s job message was deleted and no result of it was ever accepted"),
         );
     }
-    if final_phase && (report.missing > 0 || report.conflicts > 0) {
+    // A conflict is a final, reported outcome; only a key with no result
+    // is not final.
+    if final_phase && report.missing > 0 {
         v.flag(
             "not-final",
             None,
-            format!(
-                "after the healed phase: {} missing, {} conflicts",
-                report.missing, report.conflicts
-            ),
+            format!("after the healed phase: {} missing", report.missing),
         );
     }
     v
@@ -260,8 +282,92 @@ fn check_key(oracle: &Oracle, recorded: &Recorder, index: u64, v: &mut Verdict) 
             Some(index),
             format!("{recorded_runs} runs recorded, classed {class:?}"),
         ),
+        (_, Some(KeyClass::Conflict)) => v.classes.conflicted += 1,
         (1, _) if lost_excused => v.classes.recovered += 1,
         (1, _) => v.classes.ok += 1,
         (_, _) => v.classes.duplicated += 1,
+    }
+}
+
+/// Every payload recorded for key `index` must be one the experiment
+/// produced for it, and recorded payloads that disagree must be reported as
+/// a conflict (and only those).
+fn check_payloads(oracle: &Oracle, recorded: &Recorder, index: u64, v: &mut Verdict) {
+    let mut distinct = 0;
+    for payload in recorded.payloads.runs(index) {
+        distinct += 1;
+        if !oracle.produced.contains(index, payload) {
+            v.flag(
+                "corrupted",
+                Some(index),
+                format!(
+                    "recorded payload {payload:x} is not among the {} the experiment produced",
+                    oracle.produced.count(index)
+                ),
+            );
+        }
+    }
+    let class = recorded.classes[index as usize];
+    if distinct > 1 && class != Some(KeyClass::Conflict) {
+        v.flag(
+            "unreported-conflict",
+            Some(index),
+            format!("{distinct} different payloads recorded, and the report classes the key {class:?}"),
+        );
+    }
+    if distinct <= 1 && class == Some(KeyClass::Conflict) {
+        v.flag(
+            "miscounted",
+            Some(index),
+            format!("classed a conflict, but {distinct} distinct payloads were recorded"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Key 0 produced two payloads (a nondeterministic experiment run
+    /// twice) and both were recorded.
+    fn two_runs_that_disagree() -> (Oracle, Recorder) {
+        let mut oracle = Oracle::new("s", 1, "jobs", "results");
+        oracle.produced(0, 10);
+        oracle.produced(0, 20);
+        let mut recorded = Recorder::new("s", 1);
+        recorded.payloads.insert(0, payload_key(10));
+        recorded.payloads.insert(0, payload_key(20));
+        (oracle, recorded)
+    }
+
+    #[test]
+    fn disagreeing_runs_of_one_key_are_neither_corrupted_nor_a_violation_when_reported_as_a_conflict() {
+        let (oracle, mut recorded) = two_runs_that_disagree();
+        recorded.classes[0] = Some(KeyClass::Conflict);
+        let mut v = Verdict::default();
+        check_payloads(&oracle, &recorded, 0, &mut v);
+        assert!(v.passed(), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn disagreeing_runs_of_a_key_classed_done_are_an_unreported_conflict() {
+        let (oracle, mut recorded) = two_runs_that_disagree();
+        recorded.classes[0] = Some(KeyClass::Done);
+        let mut v = Verdict::default();
+        check_payloads(&oracle, &recorded, 0, &mut v);
+        assert_eq!(
+            v.counts.keys().copied().collect::<Vec<_>>(),
+            vec!["unreported-conflict"]
+        );
+    }
+
+    #[test]
+    fn a_recorded_payload_the_experiment_never_produced_for_its_key_is_corrupted() {
+        let (oracle, mut recorded) = two_runs_that_disagree();
+        recorded.payloads.insert(0, payload_key(30));
+        recorded.classes[0] = Some(KeyClass::Conflict);
+        let mut v = Verdict::default();
+        check_payloads(&oracle, &recorded, 0, &mut v);
+        assert_eq!(v.counts.get("corrupted"), Some(&1), "{:?}", v.violations);
     }
 }

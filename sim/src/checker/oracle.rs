@@ -17,7 +17,13 @@ pub fn run_hash(run_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(run_id.as_bytes()) | 1
 }
 
-/// Distinct run hashes per key, compact for the common case of one.
+/// A payload hash as a [`RunSet`] holds it (never 0).
+pub fn payload_key(payload_hash: u64) -> u64 {
+    payload_hash | 1
+}
+
+/// Distinct hashes (of runs, or of payloads) per key, compact for the
+/// common case of one.
 #[derive(Debug, Default)]
 pub struct RunSet {
     first: Vec<u64>,
@@ -119,8 +125,10 @@ pub struct Oracle {
     pub results_queue: String,
     /// Experiment runs started, per key.
     pub runs_started: Vec<u16>,
-    /// Payload hash the experiment produced, per key (0: never ran).
-    pub produced: Vec<u64>,
+    /// Every payload the results of each key may carry, as
+    /// [`payload_key`]s: one per key for a repeatable experiment, one per
+    /// run for a nondeterministic one (none: never finished a run).
+    pub produced: RunSet,
     /// Result runs the results queue accepted, per key.
     pub accepted: RunSet,
     /// Result runs destroyed by a deletion of the results queue.
@@ -141,8 +149,99 @@ pub struct Oracle {
     pub resends: Resends,
 }
 
-/// A shared oracle.
-pub type SharedOracle = Arc<Mutex<Oracle>>;
+/// The ground truth of every sweep of a run, one [`Oracle`] each; each
+/// event goes to the oracle of the sweep it names.
+#[derive(Debug)]
+pub struct Oracles {
+    /// One per sweep, in submission order.
+    pub sweeps: Vec<Oracle>,
+}
+
+/// The shared ground truth.
+pub type SharedOracle = Arc<Mutex<Oracles>>;
+
+impl Oracles {
+    /// The oracle of sweep `sweep`, if it is one of the run's.
+    fn of(&mut self, sweep: &str) -> Option<&mut Oracle> {
+        self.sweeps.iter_mut().find(|o| o.sweep == sweep)
+    }
+
+    /// The experiment started running key `index` of `sweep`; returns how
+    /// many runs of it have started, this one included.
+    pub fn started(&mut self, sweep: &str, index: u64) -> u16 {
+        self.of(sweep).map_or(0, |o| o.started(index))
+    }
+
+    /// The experiment produced a result whose payload hash is `payload`
+    /// for key `index` of `sweep`.
+    pub fn produced(&mut self, sweep: &str, index: u64, payload: u64) {
+        if let Some(o) = self.of(sweep) {
+            o.produced(index, payload);
+        }
+    }
+
+    /// The results queue accepted a message. With one sweep the message
+    /// goes straight to its oracle (decoded once, as six million results
+    /// want); a result of no sweep of the run is foreign to the first.
+    pub fn accepted(&mut self, queue: &str, body: &str) {
+        if self.sweeps.len() > 1 && queue == self.sweeps[0].results_queue {
+            let sweep = ResultView::decode(body).ok().map(|r| r.sweep.into_owned());
+            if let Some(o) = sweep.and_then(|sweep| self.of(&sweep)) {
+                return o.accepted(queue, body);
+            }
+        }
+        self.sweeps[0].accepted(queue, body);
+    }
+
+    /// A consumer deleted a message by its current handle.
+    pub fn deleted(&mut self, queue: &str, body: &str) {
+        if self.sweeps.len() > 1 && queue == self.sweeps[0].jobs_queue {
+            let sweep = tally::core::JobMessage::decode(body).ok().map(|j| j.sweep);
+            if let Some(o) = sweep.and_then(|sweep| self.of(&sweep)) {
+                return o.deleted(queue, body);
+            }
+        }
+        if self.sweeps.len() > 1 && queue == self.sweeps[0].results_queue {
+            // Each oracle counts only its own sweep's results.
+            for o in &mut self.sweeps {
+                o.deleted(queue, body);
+            }
+            return;
+        }
+        self.sweeps[0].deleted(queue, body);
+    }
+
+    /// A second copy of a message appeared: each oracle counts only its
+    /// own sweep's results.
+    pub fn duplicated(&mut self, queue: &str, body: &str) {
+        for o in &mut self.sweeps {
+            o.duplicated(queue, body);
+        }
+    }
+
+    /// The driver of some sweep stored a round record under `key`.
+    pub fn round_stored(&mut self, key: &str, bytes: &[u8]) {
+        let Some(o) = self
+            .sweeps
+            .iter_mut()
+            .find(|o| key.starts_with(&tally::core::manifest::rounds_prefix(&o.sweep)))
+        else {
+            return;
+        };
+        if let Ok(round) = serde_json::from_slice::<tally::core::manifest::Round>(bytes) {
+            o.resends
+                .decided(&round, crate::doubles::clock::try_sim_now_ms().unwrap_or(0));
+        }
+    }
+
+    /// A message was destroyed without being deleted: each oracle keeps
+    /// only its own sweep's.
+    pub fn destroyed(&mut self, queue: &str, body: &str) {
+        for o in &mut self.sweeps {
+            o.destroyed(queue, body);
+        }
+    }
+}
 
 impl Oracle {
     /// An oracle for a sweep of `jobs` jobs.
@@ -152,7 +251,7 @@ impl Oracle {
             sweep: sweep.to_owned(),
             results_queue: results_queue.to_owned(),
             runs_started: vec![0; jobs as usize],
-            produced: vec![0; jobs as usize],
+            produced: RunSet::new(jobs),
             accepted: RunSet::new(jobs),
             destroyed: BTreeSet::new(),
             foreign_accepted: 0,
@@ -164,17 +263,23 @@ impl Oracle {
         }
     }
 
-    /// The experiment started running key `index`.
-    pub fn started(&mut self, index: u64) {
-        if let Some(n) = self.runs_started.get_mut(index as usize) {
-            *n = n.saturating_add(1);
+    /// The experiment started running key `index`; returns how many runs
+    /// of it have started, this one included.
+    pub fn started(&mut self, index: u64) -> u16 {
+        match self.runs_started.get_mut(index as usize) {
+            Some(n) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None => 0,
         }
     }
 
-    /// The experiment produced a result with `payload` for key `index`.
+    /// The experiment produced a result whose payload hash is `payload`
+    /// for key `index`.
     pub fn produced(&mut self, index: u64, payload: u64) {
-        if let Some(p) = self.produced.get_mut(index as usize) {
-            *p = payload;
+        if index < self.jobs {
+            self.produced.insert(index, payload_key(payload));
         }
     }
 
@@ -194,7 +299,8 @@ impl Oracle {
         }
         match self.result_key(queue, body) {
             Some((index, run, attempt)) => {
-                self.resends.result_added(index, crate::doubles::clock::sim_now_ms());
+                self.resends
+                    .result_added(index, crate::doubles::clock::try_sim_now_ms().unwrap_or(0));
                 self.accepted.insert(index, run);
                 if !self.dropped.is_empty() {
                     self.dropped.remove(&(index, attempt));
@@ -225,7 +331,8 @@ impl Oracle {
     /// A second copy of a message appeared in `queue`.
     pub fn duplicated(&mut self, queue: &str, body: &str) {
         if let Some((index, _, _)) = self.result_key(queue, body) {
-            self.resends.result_added(index, crate::doubles::clock::sim_now_ms());
+            self.resends
+                .result_added(index, crate::doubles::clock::try_sim_now_ms().unwrap_or(0));
         }
     }
 
@@ -244,12 +351,8 @@ pub struct S3Witness(pub SharedOracle);
 
 impl crate::hosts::S3Observer for S3Witness {
     fn created(&mut self, key: &str, bytes: &[u8]) {
-        let mut oracle = self.0.lock().expect("oracle lock");
-        if !key.starts_with(&tally::core::manifest::rounds_prefix(&oracle.sweep)) {
-            return;
-        }
-        if let Ok(round) = serde_json::from_slice::<tally::core::manifest::Round>(bytes) {
-            oracle.resends.decided(&round, crate::doubles::clock::sim_now_ms());
+        if key.starts_with("sweeps/") && key.contains("/rounds/") {
+            self.0.lock().expect("oracle lock").round_stored(key, bytes);
         }
     }
 }
@@ -259,7 +362,7 @@ pub struct SqsWitness(pub SharedOracle, pub crate::checker::trace::SharedTrace);
 
 impl SqsWitness {
     fn note(&self, what: &str, queue: &str, body: &str, n: u32) {
-        let now = crate::doubles::clock::sim_now_ms();
+        let now = crate::doubles::clock::try_sim_now_ms().unwrap_or(0);
         self.1.lock().expect("trace lock").message(now, what, queue, body, n);
     }
 }
@@ -304,6 +407,46 @@ mod tests {
         assert_eq!(s.count(0), 0);
         assert!(s.contains(1, 7) && !s.contains(2, 7));
         assert_eq!(s.runs(1).collect::<Vec<_>>(), vec![5, 7]);
+    }
+
+    fn result_body(sweep: &str, index: u64) -> String {
+        tally::core::ResultMessage {
+            tally: tally::core::message::FORMAT_VERSION,
+            sweep: sweep.into(),
+            index,
+            attempt: 1,
+            receive_count: 1,
+            run_id: format!("w.0-{index}"),
+            worker: "w".into(),
+            started_ms: 0,
+            duration_ms: 0,
+            outcome: tally::core::Outcome {
+                status: tally::core::ResultStatus::Ok,
+                exit_code: Some(0),
+                metrics: None,
+                stdout: None,
+                stderr_tail: String::new(),
+            },
+        }
+        .encode()
+    }
+
+    #[test]
+    fn each_sweep_s_results_reach_its_own_oracle_and_other_sweeps_are_foreign() {
+        let mut o = Oracles {
+            sweeps: vec![
+                Oracle::new("a", 2, "jobs", "results"),
+                Oracle::new("b", 2, "jobs", "results"),
+            ],
+        };
+        o.accepted("results", &result_body("b", 1));
+        o.accepted("results", &result_body("c", 0));
+        assert_eq!(o.started("b", 1), 1);
+        assert_eq!(o.started("c", 1), 0);
+        let (a, b) = (&o.sweeps[0], &o.sweeps[1]);
+        assert!(b.accepted.count(1) == 1 && a.accepted.count(1) == 0);
+        assert_eq!((a.foreign_accepted, b.foreign_accepted), (1, 0));
+        assert_eq!((a.runs_started[1], b.runs_started[1]), (0, 1));
     }
 
     #[test]

@@ -98,6 +98,14 @@ pub fn sim_now_ms() -> u64 {
     })
 }
 
+/// [`sim_now_ms`], or `None` outside a simulation (a unit test feeding
+/// an oracle by hand).
+pub fn try_sim_now_ms() -> Option<u64> {
+    STEP_MS
+        .get()
+        .or_else(|| turmoil::sim_elapsed().map(|e| e.as_millis() as u64))
+}
+
 impl Clock for SimClock {
     fn mono_ms(&self) -> u64 {
         sim_now_ms()

@@ -46,6 +46,20 @@ pub struct Scenario {
     /// Faults; unset fields are drawn from the seed.
     #[serde(default)]
     pub faults: FaultSpec,
+    /// The sweep's per-run timeout, s (unset: an hour); a poison job that
+    /// hangs is killed after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Receives after which the work queue moves a job message to its
+    /// dead-letter queue (unset: 100). The sweep's `max_attempts` is 5: a
+    /// value of 6 or so lets a worn-out job whose give-up result was not
+    /// delivered reach the dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_receives: Option<u32>,
+    /// Sweeps of `jobs` jobs each, submitted at once through the same
+    /// queues and bucket (unset: one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweeps: Option<u32>,
 }
 
 fn default_jobs() -> u64 {
@@ -106,6 +120,21 @@ pub struct FaultSpec {
     pub slow_job_rate: Option<f64>,
     /// Largest wall-clock skew of a host, ms.
     pub clock_skew_ms: Option<u64>,
+    /// Fraction of keys whose payload differs from run to run (unset:
+    /// none, not drawn, so older scenarios and seeds run as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nondeterministic_rate: Option<f64>,
+    /// Fraction of keys whose every run crashes its worker host (unset:
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_job_rate: Option<f64>,
+    /// Fraction of keys whose every run hangs past the sweep's timeout
+    /// (unset: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hang_job_rate: Option<f64>,
+    /// Fraction of keys whose every run prints megabytes (unset: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huge_output_rate: Option<f64>,
 }
 
 /// A scenario with every fault resolved to a number.
@@ -143,6 +172,18 @@ pub struct Resolved {
     pub slow_job_rate: f64,
     /// Clock skew bound, ms.
     pub clock_skew_ms: u64,
+    /// Nondeterministic key rate.
+    #[serde(default)]
+    pub nondeterministic_rate: f64,
+    /// Rate of keys that crash their worker.
+    #[serde(default)]
+    pub crash_job_rate: f64,
+    /// Rate of keys that hang past the timeout.
+    #[serde(default)]
+    pub hang_job_rate: f64,
+    /// Rate of keys that print megabytes.
+    #[serde(default)]
+    pub huge_output_rate: f64,
 }
 
 /// A scenario file that cannot be used.
@@ -187,9 +228,22 @@ impl Scenario {
             self.faults.sqs_entry_failure_rate,
             self.faults.duplicate_delivery_rate,
             self.faults.slow_job_rate,
+            self.faults.nondeterministic_rate,
+            self.faults.crash_job_rate,
+            self.faults.hang_job_rate,
+            self.faults.huge_output_rate,
         ];
         if rates.iter().flatten().any(|r| !(0.0..=0.5).contains(r)) {
             return Err("fault rates must lie between 0 and 0.5".into());
+        }
+        if self.timeout_s == Some(0) {
+            return Err("timeout_s must be at least 1".into());
+        }
+        if self.max_receives == Some(0) {
+            return Err("max_receives must be at least 1".into());
+        }
+        if self.sweeps.is_some_and(|n| !(1..=16).contains(&n)) {
+            return Err("sweeps must lie between 1 and 16".into());
         }
         Ok(())
     }
@@ -255,6 +309,12 @@ impl Scenario {
             duplicate_delivery_rate,
             slow_job_rate,
             clock_skew_ms,
+            // Messy experiments are not drawn when unset: a scenario asks
+            // for them, and older seeds resolve as they always did.
+            nondeterministic_rate: f.nondeterministic_rate.unwrap_or(0.0),
+            crash_job_rate: f.crash_job_rate.unwrap_or(0.0),
+            hang_job_rate: f.hang_job_rate.unwrap_or(0.0),
+            huge_output_rate: f.huge_output_rate.unwrap_or(0.0),
         }
     }
 }

@@ -7,9 +7,54 @@
 //!
 //! Rule 1 of the worker lives here: a job message is deleted only after the
 //! results queue acknowledged its result. The planted `naive` policy breaks
-//! it in one place, [`Batch::received`].
+//! it in one place, [`Batch::received`]; the planted `no-give-up` policy
+//! breaks rule 3 (a worn-out job is given up, not run) in the same place.
 
-use crate::core::{JobMessage, Policy, Received, ResultMessage};
+use crate::core::retry::BATCH_BYTES_MAX;
+use crate::core::{JobMessage, Outcome, Policy, Received, ResultMessage, ResultStatus};
+
+/// Most bytes of one result body: one queue message (SQS's limit). A
+/// larger body would be refused by the results queue on every try.
+pub const RESULT_BYTES_MAX: usize = BATCH_BYTES_MAX;
+
+/// Most bytes of the experiment's standard error kept in an "output too
+/// large" record.
+const TOO_LARGE_STDERR_MAX: usize = 4 * 1024;
+
+/// The body to send for `result`. A result too large for one message is
+/// refused by the results queue every time (the embedded queue, SQS
+/// without the claim check, the simulator): the refusal would fail the
+/// worker role, which stops `tally run`, and leave the job to run again
+/// after every restart until it wore out, taking the results of its batch
+/// with it. It is recorded instead as failed, with its exit code and a
+/// short note, without its metrics or output.
+pub fn result_body(result: &ResultMessage) -> String {
+    let body = result.encode();
+    if body.len() <= RESULT_BYTES_MAX {
+        return body;
+    }
+    let o = &result.outcome;
+    let mut note = format!(
+        "output too large: the result was {} bytes, over the {RESULT_BYTES_MAX}-byte limit of one message; its metrics and output were dropped",
+        body.len()
+    );
+    if !o.stderr_tail.is_empty() && o.stderr_tail.len() <= TOO_LARGE_STDERR_MAX {
+        note.push('\n');
+        note.push_str(&o.stderr_tail);
+    }
+    drop(body);
+    let small = ResultMessage {
+        outcome: Outcome {
+            status: ResultStatus::Failed,
+            exit_code: o.exit_code,
+            metrics: None,
+            stdout: None,
+            stderr_tail: note,
+        },
+        ..result.clone()
+    };
+    small.encode()
+}
 
 /// What to do with one received message.
 #[derive(Debug, PartialEq)]
@@ -165,7 +210,8 @@ impl Batch {
         {
             let (job, give_up) = match decide_decoded(job, msg.receive_count, sweep, cancelled) {
                 Decision::Run(job) => (job, false),
-                Decision::GiveUp(job) => (job, true),
+                // The planted no-give-up bug runs a worn-out job again.
+                Decision::GiveUp(job) => (job, limits.policy.gives_up()),
                 Decision::Drop => {
                     dropped.push(msg.handle);
                     continue;
@@ -213,7 +259,7 @@ impl Batch {
             self.first_pending_ms = now_ms;
         }
         self.pending.push(held.handle);
-        self.pending_bodies.push(result.encode());
+        self.pending_bodies.push(result_body(result));
         let due = now_ms.saturating_sub(self.first_pending_ms) >= self.limits.result_flush_ms;
         if self.pending.len() >= self.limits.batch_max || due || self.queued.is_empty() {
             return vec![self.send()];

@@ -145,6 +145,42 @@ fn messages_that_are_not_runnable_jobs_are_quarantined_and_worn_out_jobs_given_u
     assert!(matches!(&actions[2], Action::Run(job) if job.give_up && job.job.index == 7));
 }
 
+#[test]
+fn a_worker_that_never_gives_up_runs_a_worn_out_job_again() {
+    let (_, actions) = Batch::received(limits(Policy::NoGiveUp), vec![incoming(7, 4)]);
+    assert!(matches!(&actions[0], Action::Run(job) if !job.give_up), "{actions:?}");
+}
+
+#[test]
+fn a_result_too_large_for_one_message_is_sent_small_as_failed_with_a_note() {
+    let (mut batch, actions) = Batch::received(limits(Policy::Real), vec![incoming(0, 1)]);
+    let mut result = result_of(&run_of(&actions));
+    result.outcome.stdout = Some("x".repeat(3 * RESULT_BYTES_MAX));
+    result.outcome.exit_code = Some(0);
+    let actions = batch.finished(&result, 0);
+    let [Action::Send(bodies)] = actions.as_slice() else {
+        panic!("expected one send, got {actions:?}");
+    };
+    assert!(bodies[0].len() < 4096, "{} bytes sent", bodies[0].len());
+    let sent = ResultMessage::decode(&bodies[0]).expect("a result");
+    assert_eq!(sent.outcome.status, ResultStatus::Failed);
+    assert_eq!(
+        (sent.outcome.exit_code, sent.outcome.stdout.as_deref()),
+        (Some(0), None)
+    );
+    assert!(sent.outcome.stderr_tail.starts_with("output too large"), "{sent:?}");
+    assert_eq!((sent.index, &sent.run_id), (result.index, &result.run_id));
+}
+
+#[test]
+fn a_result_that_fits_one_message_is_sent_as_it_is() {
+    let (mut batch, actions) = Batch::received(limits(Policy::Real), vec![incoming(0, 1)]);
+    let mut result = result_of(&run_of(&actions));
+    result.outcome.stdout = Some("x".repeat(RESULT_BYTES_MAX / 2));
+    let actions = batch.finished(&result, 0);
+    assert_eq!(actions, vec![Action::Send(vec![result.encode()])]);
+}
+
 /// One thing that can happen next to a batch.
 #[derive(Clone, Debug)]
 enum Event {
