@@ -6,4 +6,4 @@ pub mod s3;
 pub mod sqs;
 
 pub use s3::{S3Faults, S3Model, S3Observer};
-pub use sqs::{QueueAttrs, SqsFaults, SqsModel, SqsObserver};
+pub use sqs::{QueueAttrs, SqsFaults, SqsModel, SqsObserver, SqsWorstCase};
