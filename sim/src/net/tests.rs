@@ -135,6 +135,25 @@ fn queue_state_survives_a_bounce_of_the_sqs_host() {
     sim.run().unwrap();
 }
 
+#[test]
+fn a_long_poll_at_the_in_flight_limit_waits_and_answers_empty_where_a_short_poll_is_over_limit() {
+    let (mut sim, sqs, _s3) = cloud(9, SqsFaults::default());
+    sqs.borrow_mut().set_in_flight_max(1);
+    sim.client("client", async {
+        let queue = jobs();
+        queue.ensure().await?;
+        queue.send_batch(&batch(0..2)).await?;
+        assert_eq!(queue.receive(1, 60_000, 0).await?.len(), 1);
+        let err = queue.receive(10, 60_000, 0).await.unwrap_err();
+        assert!(matches!(err, QueueError::Retryable { .. }), "{err:?}");
+        let started_ms = sim_now_ms();
+        assert!(queue.receive(10, 60_000, 2_000).await?.is_empty());
+        assert!(sim_now_ms() - started_ms >= 2_000, "answered before its wait was over");
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
 /// Several pollers and senders over a lossy, jittery network with
 /// duplicate delivery; every outcome each client sees, in order.
 fn busy_trace(seed: u64) -> Vec<String> {
