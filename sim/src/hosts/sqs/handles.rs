@@ -37,7 +37,7 @@ impl SqsModel {
     fn open_handle_batch(&mut self, queue: &str, handles: &[String], now_ms: u64) -> Result<(), QueueError> {
         self.throttled()?;
         check_batch(handles)?;
-        self.open(queue, now_ms)
+        self.open_settled(queue, now_ms)
     }
 
     /// Delete up to ten messages by receipt handle. A stale handle (the copy
@@ -185,7 +185,7 @@ impl SqsModel {
     /// whenever their counts are taken.
     pub fn stats(&mut self, queue: &str, now_ms: u64) -> Result<QueueStats, QueueError> {
         self.throttled()?;
-        self.open(queue, now_ms)?;
+        self.open_settled(queue, now_ms)?;
         let lag_ms = self.worst.count_lag_ms;
         let q = self.queues.get_mut(queue).expect("opened above");
         let stats = match q.counted {

@@ -44,8 +44,18 @@ impl SqsModel {
         }
     }
 
-    /// Bring `queue` up to `now_ms` for a call other than ensure, or say
-    /// why the call finds no queue.
+    /// [`Self::open`], then bring the queue's visibility up to `now_ms`,
+    /// for calls that look at which copies are visible.
+    pub(super) fn open_settled(&mut self, queue: &str, now_ms: u64) -> Result<(), QueueError> {
+        self.open(queue, now_ms)?;
+        self.queues.get_mut(queue).expect("opened above").settle(now_ms);
+        Ok(())
+    }
+
+    /// Check that `queue` is there for a call other than ensure at
+    /// `now_ms`, or say why the call finds no queue. It does not make due
+    /// copies visible: a send must not (that would renumber the visible
+    /// copies, and so the order of delivery, against a receive's view).
     pub(super) fn open(&mut self, queue: &str, now_ms: u64) -> Result<(), QueueError> {
         self.advance(now_ms);
         let q = self.queues.get_mut(queue).ok_or_else(|| missing(queue))?;
@@ -55,7 +65,6 @@ impl SqsModel {
         if now_ms < q.ready_ms {
             return Err(missing(queue));
         }
-        q.settle(now_ms);
         Ok(())
     }
 

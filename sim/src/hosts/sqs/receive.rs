@@ -81,7 +81,7 @@ impl SqsModel {
             ));
         }
         self.throttled()?;
-        self.open(queue, now_ms)?;
+        self.open_settled(queue, now_ms)?;
         if self.queues[queue].stats().in_flight >= self.in_flight_max {
             if long {
                 return Ok(Vec::new());
