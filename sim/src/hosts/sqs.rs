@@ -473,6 +473,8 @@ mod lifecycle;
 mod receive;
 mod state;
 
+pub use lifecycle::{PURGE_INTERVAL_MS, PURGE_QUEUE_IN_PROGRESS};
+
 use lifecycle::Deadline;
 use state::{Handle, MessageCopy, QueueState, HIDDEN};
 

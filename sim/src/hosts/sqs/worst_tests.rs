@@ -6,7 +6,6 @@ use std::rc::Rc;
 
 use tally::core::QueueError;
 
-use super::lifecycle::PURGE_QUEUE_IN_PROGRESS;
 use super::*;
 
 const Q: &str = "jobs";
