@@ -403,10 +403,11 @@ impl SqsModel {
     }
 
     /// A whole call refused before it is applied, at
-    /// [`SqsWorstCase::throttle_rate`]. SQS API Reference, Common Errors /
-    /// RequestThrottled: "The request was denied due to request
-    /// throttling. Exceeds the permitted request rate for the queue or for
-    /// the recipient of the request."
+    /// [`SqsWorstCase::throttle_rate`]. SendMessage API Reference (and the
+    /// other actions'), Errors, RequestThrottled: "The request was denied
+    /// due to request throttling. Exceeds the permitted request rate for
+    /// the queue or for the recipient of the request." Common Errors lists
+    /// the same as ThrottlingException.
     fn throttled(&mut self) -> Result<(), QueueError> {
         let rate = self.worst.throttle_rate;
         if self.worst_chance(rate) {

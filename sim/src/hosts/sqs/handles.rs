@@ -85,8 +85,9 @@ impl SqsModel {
             return Ok(());
         };
         let copy = q.copy(id);
-        // "Amazon SQS automatically deletes messages left in a queue longer
-        // than the retention period", in flight or not: a delete finds it
+        // DeleteMessage API Reference: "Amazon SQS automatically deletes
+        // messages left in a queue longer than the retention period
+        // configured for the queue", in flight or not: a delete finds it
         // gone, and must not count as the consumer's.
         if q.expired(copy, now_ms) {
             let copy = q.remove(id);

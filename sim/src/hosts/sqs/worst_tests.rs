@@ -186,6 +186,25 @@ fn a_deleted_queue_keeps_working_through_its_deletion_window_then_vanishes_with_
 }
 
 #[test]
+fn a_long_poll_parker_is_told_when_a_queue_in_its_deletion_window_vanishes() {
+    let worst = SqsWorstCase {
+        deletion_window_max_ms: 60_000,
+        ..SqsWorstCase::default()
+    };
+    let (mut m, _) = worst_model(18, worst);
+    m.delete_queue(Q, 1_000).unwrap();
+    let vanish_ms = m
+        .next_visible_ms(Q, 1_000)
+        .expect("the vanishing is a change to wake for");
+    assert!((1_001..=61_000).contains(&vanish_ms), "{vanish_ms}");
+    m.advance(vanish_ms - 1);
+    assert!(m.exists(Q));
+    m.advance(vanish_ms);
+    assert!(!m.exists(Q));
+    assert!(m.queue_names().is_empty());
+}
+
+#[test]
 fn the_retention_override_expires_in_flight_messages_and_a_handle_cannot_bring_them_back() {
     let mut m = SqsModel::new(7, SqsFaults::default());
     m.set_retention_ms(Some(1_000));
