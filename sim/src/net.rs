@@ -27,6 +27,8 @@
 //!
 //! Long polling happens inside the SQS host: a receive with a wait parks
 //! there until a message becomes visible, a send wakes it, or the wait ends.
+//! At the in-flight limit it waits and answers empty, where a short poll
+//! fails with `OverLimit`, as on SQS.
 //!
 //! # Example
 //!

@@ -5,5 +5,5 @@
 pub mod s3;
 pub mod sqs;
 
-pub use s3::{S3Faults, S3Model, S3Observer};
-pub use sqs::{QueueAttrs, SqsFaults, SqsModel, SqsObserver};
+pub use s3::{ListPage, S3Faults, S3Model, S3Observer, S3WorstCase, LIST_PAGE_MAX};
+pub use sqs::{QueueAttrs, SqsFaults, SqsModel, SqsObserver, SqsWorstCase};

@@ -6,6 +6,18 @@
 //! or `SlowDown`), drawn either before the request is applied, or after it
 //! was applied (the reply says error but the write happened: an unknown
 //! outcome, the case that makes create-only writes necessary).
+//!
+//! [`S3WorstCase`] holds what AWS documents beyond those faults: a 409
+//! `ConditionalRequestConflict` on a create-only write, and listings in
+//! pages of at most [`LIST_PAGE_MAX`] keys (settable smaller), each page
+//! starting after the last key of the one before, so a key created behind
+//! a listing's position is missed by it. Its randomness comes from a
+//! stream of its own, so with the conflict rate at 0 the other draws are
+//! as they always were.
+//!
+//! Simplifications, each on the lenient side of nothing: a listing that
+//! fits one page (1,000 keys unless set smaller) is a snapshot; a
+//! conflict is drawn, not caused by a concurrent write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +35,39 @@ pub struct S3Faults {
     pub error_after_rate: f64,
 }
 
+/// The most keys one ListObjectsV2 page holds, as on S3.
+pub const LIST_PAGE_MAX: usize = 1_000;
+
+/// AWS's documented worst cases beyond [`S3Faults`]. Set with
+/// [`S3Model::set_worst_case`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct S3WorstCase {
+    /// Chance that a create-only write fails, unapplied, with a retryable
+    /// 409 `ConditionalRequestConflict`. 0 by default.
+    pub conflict_rate: f64,
+    /// The most keys a listing page holds; [`LIST_PAGE_MAX`] by default.
+    pub list_page_max: usize,
+}
+
+impl Default for S3WorstCase {
+    fn default() -> Self {
+        Self {
+            conflict_rate: 0.0,
+            list_page_max: LIST_PAGE_MAX,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// Keys in lexicographic order.
+    pub keys: Vec<String>,
+    /// Where the next page starts (after this key), if there is one: a
+    /// continuation token.
+    pub next_after: Option<String>,
+}
+
 /// Ground truth, reported as it happens.
 pub trait S3Observer {
     /// An object was created under `key` (whatever the reply said).
@@ -33,7 +78,11 @@ pub trait S3Observer {
 pub struct S3Model {
     objects: BTreeMap<String, Arc<[u8]>>,
     faults: S3Faults,
+    worst: S3WorstCase,
     rng: ChaCha8Rng,
+    /// Draws for the [`S3WorstCase`] knobs, apart from `rng` so that with
+    /// them off every other draw is as it always was.
+    worst_rng: ChaCha8Rng,
     observer: Option<Box<dyn S3Observer>>,
 }
 
@@ -56,12 +105,26 @@ fn retryable(code: &str, message: &str) -> StoreError {
 impl S3Model {
     /// An empty bucket whose randomness all comes from `seed`.
     pub fn new(seed: u64, faults: S3Faults) -> Self {
+        let mut worst_rng = ChaCha8Rng::seed_from_u64(seed);
+        worst_rng.set_stream(3);
         Self {
             objects: BTreeMap::new(),
             faults,
+            worst: S3WorstCase::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            worst_rng,
             observer: None,
         }
+    }
+
+    /// Change the worst-case knobs.
+    pub fn set_worst_case(&mut self, worst: S3WorstCase) {
+        self.worst = worst;
+    }
+
+    /// The current worst-case knobs.
+    pub fn worst_case(&self) -> S3WorstCase {
+        self.worst
     }
 
     /// Report ground truth to `observer` from now on.
@@ -122,6 +185,17 @@ impl S3Model {
     /// Write `bytes` under `key` unless the key exists.
     pub fn put_if_absent(&mut self, key: &str, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
         self.fault(false)?;
+        // S3 User Guide, "Conditional writes": "If a conflicting operation
+        // occurs during the upload, S3 returns a 409
+        // ConditionalRequestConflict response. On a 409 failure you should
+        // retry the upload."
+        let conflict_rate = self.worst.conflict_rate;
+        if conflict_rate > 0.0 && self.worst_rng.random_bool(conflict_rate.min(1.0)) {
+            return Err(retryable(
+                "ConditionalRequestConflict",
+                "A conflicting conditional operation is currently in progress against this resource.",
+            ));
+        }
         let outcome = if self.objects.contains_key(key) {
             PutOutcome::AlreadyExists
         } else {
@@ -143,7 +217,37 @@ impl S3Model {
         Ok(found)
     }
 
-    /// Keys starting with `prefix`, in lexicographic order.
+    /// One page of the keys starting with `prefix` and after `after`, in
+    /// lexicographic order: at most `max` keys, and never more than
+    /// [`S3WorstCase::list_page_max`]. ListObjectsV2 API Reference:
+    /// "Returns some or all (up to 1,000) of the objects in a bucket with
+    /// each request"; the next page starts after the last key returned
+    /// (`StartAfter`/`ContinuationToken`), so a key created behind that
+    /// point is not in this listing.
+    pub fn list_page(&mut self, prefix: &str, after: Option<&str>, max: usize) -> Result<ListPage, StoreError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        self.fault(false)?;
+        let limit = max.min(self.worst.list_page_max).max(1);
+        let start = match after {
+            Some(after) if after >= prefix => Excluded(after),
+            _ => Included(prefix),
+        };
+        let mut keys: Vec<String> = self
+            .objects
+            .range::<str, _>((start, Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next_after = if more { keys.last().cloned() } else { None };
+        self.fault(true)?;
+        Ok(ListPage { keys, next_after })
+    }
+
+    /// Keys starting with `prefix`, in lexicographic order, in one go.
     pub fn list(&mut self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.fault(false)?;
         let keys = self
@@ -222,5 +326,54 @@ mod tests {
             .filter(|i| s3.put_if_absent(&i.to_string(), b"").is_err())
             .count();
         assert!((850..=1_150).contains(&failed), "{failed} failed");
+    }
+
+    #[test]
+    fn a_conflict_fails_a_create_only_write_retryably_and_writes_nothing() {
+        let mut s3 = S3Model::new(6, S3Faults::default());
+        s3.set_worst_case(S3WorstCase {
+            conflict_rate: 1.0,
+            ..S3WorstCase::default()
+        });
+        match s3.put_if_absent("k", b"v") {
+            Err(StoreError::Retryable { code, .. }) => assert_eq!(code, "ConditionalRequestConflict"),
+            other => panic!("expected a 409 conflict, got {other:?}"),
+        }
+        assert_eq!(s3.object("k"), None);
+        s3.set_worst_case(S3WorstCase::default());
+        assert_eq!(s3.put_if_absent("k", b"v").unwrap(), PutOutcome::Created);
+    }
+
+    #[test]
+    fn listing_pages_hold_at_most_the_page_size_and_miss_a_key_created_behind_the_position() {
+        let mut s3 = S3Model::new(7, S3Faults::default());
+        s3.set_worst_case(S3WorstCase {
+            list_page_max: 7,
+            ..S3WorstCase::default()
+        });
+        for i in 0..20 {
+            s3.put_if_absent(&format!("k/{i:02}"), b"").unwrap();
+        }
+        s3.put_if_absent("j", b"").unwrap();
+        let first = s3.list_page("k/", None, LIST_PAGE_MAX).unwrap();
+        assert_eq!(first.keys.len(), 7);
+        assert_eq!(first.next_after.as_deref(), Some("k/06"));
+        s3.put_if_absent("k/00a", b"").unwrap();
+        s3.put_if_absent("k/18a", b"").unwrap();
+        let mut listed = first.keys;
+        let mut after = first.next_after;
+        while let Some(from) = after {
+            let page = s3.list_page("k/", Some(&from), LIST_PAGE_MAX).unwrap();
+            assert!(page.keys.len() <= 7);
+            listed.extend(page.keys);
+            after = page.next_after;
+        }
+        assert_eq!(listed.len(), 21);
+        assert!(listed.windows(2).all(|w| w[0] < w[1]), "out of order: {listed:?}");
+        assert!(listed.contains(&"k/18a".to_string()));
+        assert!(
+            !listed.contains(&"k/00a".to_string()),
+            "a key behind the position was listed"
+        );
     }
 }

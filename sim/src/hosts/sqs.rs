@@ -7,23 +7,40 @@
 //! queue and is delivered again later, with its own receipt handles),
 //! visibility timeouts and receive counts, a new receipt handle per receive
 //! (a delete with a stale handle succeeds without deleting; a visibility
-//! change with one fails for that entry), batch limits (10 entries, 1 MiB),
+//! change with one fails for that entry; any handle fails 12 h after its
+//! receive), batch limits (10 entries, 1 MiB),
 //! per-entry failures, dead-letter redrive once a message has been received
-//! `max_receives` times, retention, the in-flight limit, and queue deletion
-//! (`NonExistentQueue` for every call, `QueueDeletedRecently` for 60 s).
+//! `max_receives` times, retention (of visible and in-flight messages), the
+//! in-flight limit, queue deletion (`NonExistentQueue` for every call,
+//! `QueueDeletedRecently` for 60 s) and purging.
+//!
+//! [`SqsWorstCase`] turns on, one knob each, the harsher behaviours AWS
+//! documents that a run may want: lagging and under-counted depths, latent
+//! duplicates that reappear long after a delete, a deletion (or purge) that
+//! takes effect up to a minute after it was asked for, stale handles that
+//! fail or still delete, receives that return fewer messages than are
+//! visible, queues not usable just after their creation, and throttling.
+//! All are off by default, and their randomness comes from a stream of its
+//! own, so with them off a seed gives the draws it always gave.
 //!
 //! There is no I/O and no async: every call takes the simulated time as
 //! `now_ms`. Each operation costs O(log n) or amortised O(1) (see
-//! `state.rs` for how).
+//! `state.rs` for how), except deleting or purging a queue, which reports
+//! every copy it destroys.
 //!
 //! Ground truth for an oracle comes out through [`SqsObserver`].
 //!
-//! Simplifications, each on the lenient side of nothing: retention is
-//! enforced when an expired copy is picked by a receive (until then
-//! [`SqsModel::stats`] still counts it, as SQS's approximate counts may);
-//! the up-to-60-s window after a queue deletion in which sends may seem to
-//! succeed and then vanish is not modelled (every call fails at once); a
-//! message body's 1 MiB limit is checked only as part of its batch's.
+//! Simplifications, each on the lenient side of nothing: an expired message
+//! is destroyed when a receive picks it, when a delete or visibility change
+//! names it, or, on queues created under [`SqsModel::set_retention_ms`],
+//! when a depth count is refreshed; until then [`SqsModel::stats`] still
+//! counts it, as SQS's approximate counts may. A visibility change with a
+//! lapsed handle always fails (SQS may let it through), which is harsher
+//! than [`SqsWorstCase::stale_handle_fail_rate`]. A message body's 1 MiB
+//! limit is checked only as part of its batch's. Queries without a time
+//! ([`SqsModel::exists`], [`SqsModel::bodies`], [`SqsModel::queue_names`])
+//! see the model as of its latest call; [`SqsModel::advance`] brings it to
+//! a given time.
 
 use std::collections::BTreeMap;
 
@@ -97,14 +114,51 @@ pub struct SqsFaults {
     pub entry_failure_rate: f64,
 }
 
+/// AWS's documented worst cases beyond [`SqsFaults`], one knob each; all
+/// off by default. Set with [`SqsModel::set_worst_case`]; they may change
+/// at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SqsWorstCase {
+    /// Depth counts are answered from a snapshot refreshed at most this
+    /// often (0: always fresh).
+    pub count_lag_ms: u64,
+    /// Chance that each nonzero count in an answer is reported lower (a
+    /// uniform draw below the true value, down to 0).
+    pub undercount_rate: f64,
+    /// When above 0, a duplicate left by
+    /// [`SqsFaults::duplicate_rate`] is latent: invisible, uncounted and
+    /// undeletable until a time drawn log-uniformly between 1 s and this.
+    pub latent_duplicate_max_ms: u64,
+    /// When above 0, a deleted queue keeps working for a window drawn in
+    /// `[0, this]`, then vanishes with every copy in it.
+    pub deletion_window_max_ms: u64,
+    /// Chance that a delete with a handle whose visibility timeout lapsed
+    /// fails that entry with `ReceiptHandleIsInvalid`.
+    pub stale_handle_fail_rate: f64,
+    /// Chance that a delete with the handle of an earlier receive (not
+    /// failed by the rate above) deletes the copy anyway.
+    pub stale_delete_deletes_rate: f64,
+    /// Chance that a receive returns fewer messages than it could: a short
+    /// poll possibly none, a long poll at least one.
+    pub short_receive_rate: f64,
+    /// A new queue answers `NonExistentQueue` to every call but ensure for
+    /// this long after its creation.
+    pub create_ready_ms: u64,
+    /// Chance that a whole call fails, unapplied, with `RequestThrottled`.
+    pub throttle_rate: f64,
+    /// A purge destroys the queue's copies (those sent meanwhile too) at
+    /// the end of a window drawn in `[0, this]` (0: at once).
+    pub purge_window_max_ms: u64,
+}
+
 /// Ground truth, reported as it happens. Every method defaults to nothing.
 pub trait SqsObserver {
     /// `queue` accepted a message with `body` (one call per accepted entry).
     fn accepted(&mut self, _queue: &str, _body: &str) {}
-    /// A copy of a message with `body` was deleted by a current handle.
+    /// A copy of a message with `body` was deleted by a receipt handle.
     fn deleted(&mut self, _queue: &str, _body: &str) {}
-    /// A copy was lost without being deleted: its queue was deleted or its
-    /// retention ran out.
+    /// A copy was lost without being deleted: its queue was deleted or
+    /// purged, or its retention ran out.
     fn destroyed(&mut self, _queue: &str, _body: &str) {}
     /// A copy was handed to a receiver; `receive_count` includes this one.
     fn delivered(&mut self, _queue: &str, _body: &str, _receive_count: u32) {}
@@ -124,6 +178,13 @@ fn tell(observer: &mut Observer, event: impl FnOnce(&mut dyn SqsObserver)) {
 
 fn permanent(code: &str, message: String) -> QueueError {
     QueueError::Permanent {
+        code: code.into(),
+        message,
+    }
+}
+
+fn retryable(code: &str, message: String) -> QueueError {
+    QueueError::Retryable {
         code: code.into(),
         message,
     }
@@ -170,6 +231,13 @@ pub struct SqsModel {
     /// When each deleted queue name was deleted.
     deleted_ms: BTreeMap<String, u64>,
     faults: SqsFaults,
+    worst: SqsWorstCase,
+    /// Retention for every queue created while it is set.
+    retention_override_ms: Option<u64>,
+    /// Deletions and purges that take effect later: (when, what, queue,
+    /// its generation).
+    deadlines: std::collections::BTreeSet<(u64, Deadline, String, u64)>,
+    next_generation: u64,
     in_flight_max: u64,
     reorder_window: u64,
     /// Picks which visible copy a receive returns.
@@ -177,6 +245,9 @@ pub struct SqsModel {
     /// Draws injected faults, apart from the order so changing a rate does
     /// not reshuffle delivery.
     fault_rng: ChaCha8Rng,
+    /// Draws for the [`SqsWorstCase`] knobs, apart from the others so that
+    /// with the knobs off every other draw is as it always was.
+    worst_rng: ChaCha8Rng,
     /// Numbers every copy ever made, for receipt handles.
     next_serial: u64,
     next_message_id: u64,
@@ -199,14 +270,21 @@ impl SqsModel {
         order_rng.set_stream(1);
         let mut fault_rng = ChaCha8Rng::seed_from_u64(seed);
         fault_rng.set_stream(2);
+        let mut worst_rng = ChaCha8Rng::seed_from_u64(seed);
+        worst_rng.set_stream(3);
         Self {
             queues: BTreeMap::new(),
             deleted_ms: BTreeMap::new(),
             faults,
+            worst: SqsWorstCase::default(),
+            retention_override_ms: None,
+            deadlines: std::collections::BTreeSet::new(),
+            next_generation: 0,
             in_flight_max: IN_FLIGHT_MAX,
             reorder_window: REORDER_WINDOW,
             order_rng,
             fault_rng,
+            worst_rng,
             next_serial: 0,
             next_message_id: 0,
             observer: None,
@@ -228,6 +306,23 @@ impl SqsModel {
         self.faults
     }
 
+    /// Change the worst-case knobs.
+    pub fn set_worst_case(&mut self, worst: SqsWorstCase) {
+        self.worst = worst;
+    }
+
+    /// The current worst-case knobs.
+    pub fn worst_case(&self) -> SqsWorstCase {
+        self.worst
+    }
+
+    /// Give every queue created from now on this retention instead of its
+    /// attribute's (`None`: the attribute's again). Such queues also drop
+    /// expired copies from their counts whenever the counts are refreshed.
+    pub fn set_retention_ms(&mut self, retention_ms: Option<u64>) {
+        self.retention_override_ms = retention_ms;
+    }
+
     /// Change how many messages a queue may hold in flight before receives
     /// fail with `OverLimit`.
     pub fn set_in_flight_max(&mut self, in_flight_max: u64) {
@@ -241,12 +336,13 @@ impl SqsModel {
         self.reorder_window = reorder_window.max(1);
     }
 
-    /// Names of the existing queues, in order.
+    /// Names of the existing queues, in order, as of the latest call.
     pub fn queue_names(&self) -> Vec<String> {
         self.queues.keys().cloned().collect()
     }
 
-    /// Whether `queue` exists.
+    /// Whether `queue` exists, as of the latest call (a queue in its
+    /// deletion window still exists).
     pub fn exists(&self, queue: &str) -> bool {
         self.queues.contains_key(queue)
     }
@@ -256,8 +352,9 @@ impl SqsModel {
         self.queues.get(queue).map(|q| &q.attrs)
     }
 
-    /// Bodies of every copy in `queue` (visible or not), in the order the
-    /// copies arrived in it.
+    /// Bodies of every live copy in `queue` (visible or not, latent
+    /// duplicates aside), in the order the copies arrived in it, as of the
+    /// latest call.
     pub fn bodies(&self, queue: &str) -> Vec<&str> {
         self.queues
             .get(queue)
@@ -269,60 +366,63 @@ impl SqsModel {
             .unwrap_or_default()
     }
 
-    /// When the next copy of `queue` becomes visible: `now_ms` if one is
-    /// visible now, `None` if the queue is empty or missing.
+    /// Latent duplicates of `queue` still to appear.
+    pub fn latent_pending(&self, queue: &str) -> usize {
+        self.queues.get(queue).map_or(0, QueueState::latent_len)
+    }
+
+    /// When the next latent duplicate of `queue` appears.
+    pub fn next_latent_ms(&self, queue: &str) -> Option<u64> {
+        self.queues.get(queue)?.next_latent_ms()
+    }
+
+    /// When `queue` next changes for a receiver: `now_ms` if a copy is
+    /// visible now, else the earliest of a hidden copy becoming visible, a
+    /// latent duplicate appearing and the queue vanishing; `None` if the
+    /// queue is missing or none of these will happen.
     pub fn next_visible_ms(&mut self, queue: &str, now_ms: u64) -> Option<u64> {
+        self.advance(now_ms);
         let q = self.queues.get_mut(queue)?;
-        q.promote(now_ms);
+        q.settle(now_ms);
         if q.has_visible() {
             return Some(now_ms);
         }
-        q.next_hidden_ms()
+        [q.next_hidden_ms(), q.next_latent_ms(), q.vanish_ms]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn chance(&mut self, rate: f64) -> bool {
         rate > 0.0 && self.fault_rng.random_bool(rate.min(1.0))
     }
 
+    /// Like [`Self::chance`], from the worst-case knobs' own stream.
+    fn worst_chance(&mut self, rate: f64) -> bool {
+        rate > 0.0 && self.worst_rng.random_bool(rate.min(1.0))
+    }
+
+    /// A whole call refused before it is applied, at
+    /// [`SqsWorstCase::throttle_rate`]. SendMessage API Reference (and the
+    /// other actions'), Errors, RequestThrottled: "The request was denied
+    /// due to request throttling. Exceeds the permitted request rate for
+    /// the queue or for the recipient of the request." Common Errors lists
+    /// the same as ThrottlingException.
+    fn throttled(&mut self) -> Result<(), QueueError> {
+        let rate = self.worst.throttle_rate;
+        if self.worst_chance(rate) {
+            return Err(retryable(
+                "RequestThrottled",
+                "The request was denied due to request throttling.".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn failed_entry(&mut self) -> Option<EntryError> {
         let rate = self.faults.entry_failure_rate;
         self.chance(rate)
             .then(|| entry_error("InternalError", "injected entry failure".into(), true))
-    }
-
-    /// Create `queue` with `attrs` unless it exists with the same attributes.
-    pub fn ensure(&mut self, queue: &str, attrs: &QueueAttrs, now_ms: u64) -> Result<(), QueueError> {
-        if let Some(existing) = self.queues.get(queue) {
-            if existing.attrs == *attrs {
-                return Ok(());
-            }
-            return Err(permanent(
-                "QueueAlreadyExists",
-                format!("queue {queue} exists with other attributes: {:?}", existing.attrs),
-            ));
-        }
-        if let Some(&deleted_ms) = self.deleted_ms.get(queue) {
-            let ready_ms = deleted_ms + DELETED_RECENTLY_MS;
-            if now_ms < ready_ms {
-                return Err(QueueError::DeletedRecently {
-                    queue: queue.into(),
-                    retry_after_ms: ready_ms - now_ms,
-                    code: QUEUE_DELETED_RECENTLY.into(),
-                });
-            }
-        }
-        self.queues.insert(queue.into(), QueueState::new(attrs.clone()));
-        Ok(())
-    }
-
-    /// Delete `queue` and every message in it; its name is unusable for 60 s.
-    pub fn delete_queue(&mut self, queue: &str, now_ms: u64) -> Result<(), QueueError> {
-        let state = self.queues.remove(queue).ok_or_else(|| missing(queue))?;
-        for copy in state.copies() {
-            tell(&mut self.observer, |o| o.destroyed(queue, &copy.body));
-        }
-        self.deleted_ms.insert(queue.into(), now_ms);
-        Ok(())
     }
 
     /// Send up to ten bodies, at most 1 MiB in all. One status per entry.
@@ -332,6 +432,7 @@ impl SqsModel {
         bodies: &[String],
         now_ms: u64,
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        self.throttled()?;
         check_batch(bodies)?;
         let total: usize = bodies.iter().map(String::len).sum();
         if total > BATCH_BYTES_MAX {
@@ -340,9 +441,7 @@ impl SqsModel {
                 format!("a batch holds at most {BATCH_BYTES_MAX} bytes, not {total}"),
             ));
         }
-        if !self.queues.contains_key(queue) {
-            return Err(missing(queue));
-        }
+        self.open(queue, now_ms)?;
         let mut statuses = Vec::with_capacity(bodies.len());
         for body in bodies {
             if let Some(err) = self.failed_entry() {
@@ -370,10 +469,17 @@ impl SqsModel {
     }
 }
 
+mod handles;
+mod lifecycle;
 mod receive;
 mod state;
 
+pub use lifecycle::{PURGE_INTERVAL_MS, PURGE_QUEUE_IN_PROGRESS};
+
+use lifecycle::Deadline;
 use state::{Handle, MessageCopy, QueueState, HIDDEN};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod worst_tests;

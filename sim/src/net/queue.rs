@@ -183,10 +183,12 @@ impl LongPoll {
         loop {
             let changed = self.changes.notified();
             let now_ms = sim_now_ms();
+            // A long poll's look: at the in-flight limit it finds nothing
+            // rather than failing, as on SQS.
             let result = self
                 .model
                 .borrow_mut()
-                .receive(&self.queue, self.max, self.visibility_ms, now_ms);
+                .receive_long(&self.queue, self.max, self.visibility_ms, now_ms);
             let empty = matches!(&result, Ok(got) if got.is_empty());
             if !empty || now_ms >= self.deadline_ms {
                 rpc::reply(&self.socket, self.from, self.id, &received(result));

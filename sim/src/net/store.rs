@@ -10,7 +10,7 @@ use turmoil::net::UdpSocket;
 use super::rpc::{self, Caller, Lost};
 use super::wire::WireStoreError;
 use super::{RpcConfig, SharedS3, S3_PORT};
-use crate::hosts::S3Model;
+use crate::hosts::{S3Model, LIST_PAGE_MAX};
 
 #[derive(Debug, Serialize, Deserialize)]
 enum S3Request {
@@ -22,16 +22,24 @@ enum S3Request {
     Get {
         key: String,
     },
-    List {
+    /// One ListObjectsV2 page: keys under `prefix` after `after`.
+    ListPage {
         prefix: String,
+        after: Option<String>,
+        max: u32,
     },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum S3Reply {
-    Put { created: bool },
+    Put {
+        created: bool,
+    },
     Got(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
-    Listed(Vec<String>),
+    Page {
+        keys: Vec<String>,
+        next_after: Option<String>,
+    },
     Failed(WireStoreError),
 }
 
@@ -41,7 +49,14 @@ fn apply(model: &mut S3Model, request: S3Request) -> S3Reply {
             created: outcome == PutOutcome::Created,
         }),
         S3Request::Get { key } => model.get(&key).map(|found| S3Reply::Got(found.map(|b| b.to_vec()))),
-        S3Request::List { prefix } => model.list(&prefix).map(S3Reply::Listed),
+        S3Request::ListPage { prefix, after, max } => {
+            model
+                .list_page(&prefix, after.as_deref(), max as usize)
+                .map(|page| S3Reply::Page {
+                    keys: page.keys,
+                    next_after: page.next_after,
+                })
+        }
     };
     result.unwrap_or_else(|e| S3Reply::Failed(e.into()))
 }
@@ -116,10 +131,28 @@ impl BlobStore for SimStore {
         }
     }
 
+    /// Every key under `prefix`, page after page as ListObjectsV2 gives
+    /// them: a key created behind the listing's position meanwhile is
+    /// missed, as on S3.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        match self.call(S3Request::List { prefix: prefix.into() }).await? {
-            S3Reply::Listed(keys) => Ok(keys),
-            other => Err(unexpected(other)),
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let request = S3Request::ListPage {
+                prefix: prefix.into(),
+                after: after.take(),
+                max: LIST_PAGE_MAX as u32,
+            };
+            match self.call(request).await? {
+                S3Reply::Page { keys: page, next_after } => {
+                    keys.extend(page);
+                    match next_after {
+                        Some(next) => after = Some(next),
+                        None => return Ok(keys),
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
         }
     }
 }

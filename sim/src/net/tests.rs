@@ -135,6 +135,47 @@ fn queue_state_survives_a_bounce_of_the_sqs_host() {
     sim.run().unwrap();
 }
 
+#[test]
+fn a_long_poll_at_the_in_flight_limit_waits_and_answers_empty_where_a_short_poll_is_over_limit() {
+    let (mut sim, sqs, _s3) = cloud(9, SqsFaults::default());
+    sqs.borrow_mut().set_in_flight_max(1);
+    sim.client("client", async {
+        let queue = jobs();
+        queue.ensure().await?;
+        queue.send_batch(&batch(0..2)).await?;
+        assert_eq!(queue.receive(1, 60_000, 0).await?.len(), 1);
+        let err = queue.receive(10, 60_000, 0).await.unwrap_err();
+        assert!(matches!(err, QueueError::Retryable { .. }), "{err:?}");
+        let started_ms = sim_now_ms();
+        assert!(queue.receive(10, 60_000, 2_000).await?.is_empty());
+        assert!(sim_now_ms() - started_ms >= 2_000, "answered before its wait was over");
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn a_sim_store_listing_follows_every_page_of_a_small_page_size() {
+    let (mut sim, _sqs, s3) = cloud(10, SqsFaults::default());
+    s3.borrow_mut().set_worst_case(crate::hosts::S3WorstCase {
+        list_page_max: 7,
+        ..crate::hosts::S3WorstCase::default()
+    });
+    for i in 0..20 {
+        s3.borrow_mut().put_if_absent(&format!("seg/{i:02}"), b"").unwrap();
+    }
+    s3.borrow_mut().put_if_absent("set", b"").unwrap();
+    sim.client("client", async {
+        let store = SimStore::new(RpcConfig::new("s3"));
+        let keys = store.list("seg/").await?;
+        let wanted: Vec<String> = (0..20).map(|i| format!("seg/{i:02}")).collect();
+        assert_eq!(keys, wanted);
+        assert!(store.list("nothing/").await?.is_empty());
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
 /// Several pollers and senders over a lossy, jittery network with
 /// duplicate delivery; every outcome each client sees, in order.
 fn busy_trace(seed: u64) -> Vec<String> {

@@ -1,12 +1,13 @@
-//! Receiving, and what receivers do with what they hold: delete, change
-//! visibility, and the depths they ask about.
+//! Receiving: which copies a receive returns, how many, and what it leaves
+//! behind (duplicates, latent or not, and dead-lettered copies).
 
-use tally::core::{EntryError, QueueError, QueueStats, Received};
+use rand::Rng;
+use tally::core::{QueueError, Received};
 
-use super::{
-    check_batch, entry_error, missing, permanent, tell, Handle, MessageCopy, QueueState, SqsModel, HIDDEN,
-    VISIBILITY_MAX_MS,
-};
+use super::{permanent, retryable, tell, Handle, MessageCopy, QueueState, SqsModel, HIDDEN, VISIBILITY_MAX_MS};
+
+/// The shortest delay of a latent duplicate.
+const LATENT_MIN_MS: u64 = 1_000;
 
 /// What to do with the visible copy a receive picked.
 enum Pick {
@@ -16,7 +17,7 @@ enum Pick {
 }
 
 fn pick_fate(q: &QueueState, copy: &MessageCopy, queue: &str, now_ms: u64) -> Pick {
-    if copy.sent_ms.saturating_add(q.attrs.retention_ms) <= now_ms {
+    if q.expired(copy, now_ms) {
         return Pick::Expire;
     }
     if let (Some(limit), Some(dead_letter)) = (q.attrs.max_receives, &q.attrs.dead_letter) {
@@ -27,23 +28,44 @@ fn pick_fate(q: &QueueState, copy: &MessageCopy, queue: &str, now_ms: u64) -> Pi
     Pick::Deliver
 }
 
-fn invalid_handle(handle: &str) -> EntryError {
-    entry_error(
-        "ReceiptHandleIsInvalid",
-        format!("{handle:?} is not a current receipt handle"),
-        false,
-    )
-}
-
 impl SqsModel {
     /// Receive up to `max` (1 to 10) messages, hiding each for
-    /// `visibility_ms`. Returns at once, empty when nothing is visible: long
-    /// polling is the caller's business.
+    /// `visibility_ms`: a short poll, answered at once, empty when nothing
+    /// is visible (long polling is the caller's business: see
+    /// [`Self::receive_long`]).
     pub fn receive(
         &mut self,
         queue: &str,
         max: usize,
         visibility_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Received>, QueueError> {
+        self.receive_as(queue, max, visibility_ms, false, now_ms)
+    }
+
+    /// One look of a long poll: like [`Self::receive`], but at the in-flight
+    /// limit it returns nothing rather than `OverLimit`, and a stingy
+    /// answer still holds a message when one is visible. SQS Developer
+    /// Guide, "Amazon SQS message quotas" (in-flight messages): "If you
+    /// reach this quota while using short polling, Amazon SQS returns the
+    /// OverLimit error message. If you use long polling, Amazon SQS returns
+    /// no error messages."
+    pub fn receive_long(
+        &mut self,
+        queue: &str,
+        max: usize,
+        visibility_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Received>, QueueError> {
+        self.receive_as(queue, max, visibility_ms, true, now_ms)
+    }
+
+    fn receive_as(
+        &mut self,
+        queue: &str,
+        max: usize,
+        visibility_ms: u64,
+        long: bool,
         now_ms: u64,
     ) -> Result<Vec<Received>, QueueError> {
         if max == 0 || max > tally::core::retry::BATCH_MAX {
@@ -58,18 +80,54 @@ impl SqsModel {
                 format!("visibility {visibility_ms} ms is over 12 h"),
             ));
         }
-        let q = self.queues.get_mut(queue).ok_or_else(|| missing(queue))?;
-        q.promote(now_ms);
-        if q.stats().in_flight >= self.in_flight_max {
-            return Err(QueueError::Retryable {
-                code: "AWS.SimpleQueueService.OverLimit".into(),
-                message: format!("{queue} holds {} messages in flight", self.in_flight_max),
-            });
+        self.throttled()?;
+        self.open_settled(queue, now_ms)?;
+        if self.queues[queue].stats().in_flight >= self.in_flight_max {
+            if long {
+                return Ok(Vec::new());
+            }
+            return Err(retryable(
+                "AWS.SimpleQueueService.OverLimit",
+                format!("{queue} holds {} messages in flight", self.in_flight_max),
+            ));
         }
+        let max = self.stingy(max, long);
+        self.take_up_to(queue, max, visibility_ms, now_ms)
+    }
+
+    /// How many messages this receive may return, at most `max`: fewer at
+    /// [`super::SqsWorstCase::short_receive_rate`]. ReceiveMessage API
+    /// Reference: short polling samples "a weighted random set of machines
+    /// [...] This means only the messages on the sampled machines are
+    /// returned. If the number of messages in the queue is small (fewer
+    /// than 1,000), you most likely get fewer messages than you requested
+    /// per ReceiveMessage call. If the number of messages in the queue is
+    /// extremely small, you might not receive any messages".
+    fn stingy(&mut self, max: usize, long: bool) -> usize {
+        let rate = self.worst.short_receive_rate;
+        if !self.worst_chance(rate) {
+            return max;
+        }
+        match (long, max) {
+            (true, 1) => 1,
+            (true, _) => self.worst_rng.random_range(1..max),
+            (false, _) => self.worst_rng.random_range(0..max),
+        }
+    }
+
+    /// Pick, deliver, expire or redrive visible copies of the open `queue`
+    /// until `max` are delivered or none is visible.
+    fn take_up_to(
+        &mut self,
+        queue: &str,
+        max: usize,
+        visibility_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Received>, QueueError> {
         let mut out = Vec::with_capacity(max);
         let mut duplicates = Vec::new();
         while out.len() < max {
-            let q = self.queues.get_mut(queue).expect("checked above");
+            let q = self.queues.get_mut(queue).expect("opened by the caller");
             let Some(id) = q.pick(&mut self.order_rng, self.reorder_window) else {
                 break;
             };
@@ -80,7 +138,7 @@ impl SqsModel {
             };
             match fate {
                 Pick::Expire => {
-                    let q = self.queues.get_mut(queue).expect("checked above");
+                    let q = self.queues.get_mut(queue).expect("opened by the caller");
                     let copy = q.remove(id);
                     tell(&mut self.observer, |o| o.destroyed(queue, &copy.body));
                 }
@@ -110,6 +168,7 @@ impl SqsModel {
             slot: id,
             serial: copy.serial,
             receive_count: copy.receive_count,
+            received_ms: now_ms,
         };
         let received = Received {
             body: copy.body.to_string(),
@@ -124,9 +183,19 @@ impl SqsModel {
         received
     }
 
-    /// Leave a second, visible copy of `id` behind, as a copy on another
-    /// server would be. It keeps the receive count from before this receive.
+    /// Leave a second copy of `id` behind, as a copy on another server
+    /// would be. It keeps the receive count from before this receive. It is
+    /// visible at once, or, with
+    /// [`super::SqsWorstCase::latent_duplicate_max_ms`], latent until a
+    /// drawn time: DeleteMessage API Reference: "it is possible to receive
+    /// a message even after you delete it. This might happen on rare
+    /// occasions if one of the servers which stores a copy of the message
+    /// is unavailable when you send the request to delete the message. The
+    /// copy remains on the server and might be returned to you during a
+    /// subsequent receive request." No bound is given on when.
     fn duplicate(&mut self, queue: &str, id: usize, now_ms: u64) {
+        let latent_max_ms = self.worst.latent_duplicate_max_ms;
+        let due_ms = (latent_max_ms > 0).then(|| now_ms + self.latent_delay_ms(latent_max_ms));
         let q = self.queues.get_mut(queue).expect("duplicating in an existing queue");
         let original = q.copy(id);
         self.next_serial += 1;
@@ -141,7 +210,24 @@ impl SqsModel {
             visible_seq: HIDDEN,
         };
         tell(&mut self.observer, |o| o.duplicated(queue, &copy.body));
-        q.insert(copy);
+        match due_ms {
+            Some(due_ms) => q.add_latent(copy, due_ms),
+            None => {
+                q.insert(copy);
+            }
+        }
+    }
+
+    /// A delay log-uniform between 1 s and `max_ms`: seconds are common,
+    /// hours possible.
+    fn latent_delay_ms(&mut self, max_ms: u64) -> u64 {
+        let low = LATENT_MIN_MS.min(max_ms) as f64;
+        let high = max_ms as f64;
+        if high <= low {
+            return max_ms;
+        }
+        let drawn = self.worst_rng.random_range(low.ln()..high.ln()).exp();
+        (drawn as u64).clamp(LATENT_MIN_MS.min(max_ms), max_ms)
     }
 
     /// Move copy `id` to the existing queue `dead_letter`, keeping its send
@@ -156,104 +242,5 @@ impl SqsModel {
         copy.serial = self.next_serial;
         let target = self.queues.get_mut(dead_letter).expect("checked by the caller");
         target.insert(copy);
-    }
-
-    /// What a batch of handles needs first: a batch within SQS's limits, on
-    /// a queue that exists, whose due messages are visible again.
-    fn open_handle_batch(&mut self, queue: &str, handles: &[String], now_ms: u64) -> Result<(), QueueError> {
-        check_batch(handles)?;
-        self.queues
-            .get_mut(queue)
-            .ok_or_else(|| missing(queue))?
-            .promote(now_ms);
-        Ok(())
-    }
-
-    /// Delete up to ten messages by receipt handle. A stale handle (the copy
-    /// was received again since, or is gone) succeeds without deleting.
-    pub fn delete_batch(
-        &mut self,
-        queue: &str,
-        handles: &[String],
-        now_ms: u64,
-    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        self.open_handle_batch(queue, handles, now_ms)?;
-        let mut statuses = Vec::with_capacity(handles.len());
-        for text in handles {
-            let Some(handle) = Handle::parse(text) else {
-                statuses.push(Err(invalid_handle(text)));
-                continue;
-            };
-            if let Some(err) = self.failed_entry() {
-                statuses.push(Err(err));
-                continue;
-            }
-            let q = self.queues.get_mut(queue).expect("checked above");
-            if let Some(id) = q.current(handle) {
-                let copy = q.remove(id);
-                tell(&mut self.observer, |o| o.deleted(queue, &copy.body));
-            }
-            statuses.push(Ok(()));
-        }
-        Ok(statuses)
-    }
-
-    /// Hide up to ten held messages for `visibility_ms` from now (0 makes
-    /// them visible). A stale handle or a message no longer in flight fails
-    /// that entry, as does passing 12 h since the message's first receive.
-    pub fn change_visibility_batch(
-        &mut self,
-        queue: &str,
-        handles: &[String],
-        visibility_ms: u64,
-        now_ms: u64,
-    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        self.open_handle_batch(queue, handles, now_ms)?;
-        let mut statuses = Vec::with_capacity(handles.len());
-        for text in handles {
-            let status = match self.failed_entry() {
-                Some(err) => Err(err),
-                None => self.change_visibility(queue, text, visibility_ms, now_ms),
-            };
-            statuses.push(status);
-        }
-        Ok(statuses)
-    }
-
-    fn change_visibility(
-        &mut self,
-        queue: &str,
-        text: &str,
-        visibility_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), EntryError> {
-        let handle = Handle::parse(text).ok_or_else(|| invalid_handle(text))?;
-        let q = self.queues.get_mut(queue).expect("checked by the caller");
-        let id = q.current(handle).ok_or_else(|| invalid_handle(text))?;
-        let copy = q.copy(id);
-        if copy.visible_seq != HIDDEN {
-            return Err(entry_error(
-                "AWS.SimpleQueueService.MessageNotInflight",
-                format!("the message of {text:?} is not in flight"),
-                false,
-            ));
-        }
-        let first_ms = copy.first_receive_ms.unwrap_or(now_ms);
-        if now_ms + visibility_ms > first_ms + VISIBILITY_MAX_MS {
-            return Err(entry_error(
-                "InvalidParameterValue",
-                format!("{text:?} would stay in flight over 12 h after its first receive"),
-                false,
-            ));
-        }
-        q.hide(id, now_ms + visibility_ms);
-        Ok(())
-    }
-
-    /// Approximate depths of `queue`.
-    pub fn stats(&mut self, queue: &str, now_ms: u64) -> Result<QueueStats, QueueError> {
-        let q = self.queues.get_mut(queue).ok_or_else(|| missing(queue))?;
-        q.promote(now_ms);
-        Ok(q.stats())
     }
 }

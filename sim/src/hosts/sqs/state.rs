@@ -44,12 +44,14 @@ pub(super) const HIDDEN: u64 = u64::MAX;
 // Millions of copies are held at once: keep a slot small.
 const _: () = assert!(std::mem::size_of::<Option<MessageCopy>>() <= 80);
 
-/// A receipt handle: which copy (slot and serial), and which receive of it.
+/// A receipt handle: which copy (slot and serial), which receive of it,
+/// and when that receive happened (handles expire 12 h after it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Handle {
     pub slot: usize,
     pub serial: u64,
     pub receive_count: u32,
+    pub received_ms: u64,
 }
 
 impl Handle {
@@ -59,6 +61,7 @@ impl Handle {
             slot: usize::from_str_radix(parts.next()?, 16).ok()?,
             serial: u64::from_str_radix(parts.next()?, 16).ok()?,
             receive_count: parts.next()?.parse().ok()?,
+            received_ms: u64::from_str_radix(parts.next()?, 16).ok()?,
         };
         parts.next().is_none().then_some(handle)
     }
@@ -66,13 +69,31 @@ impl Handle {
 
 impl std::fmt::Display for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:x}.{:x}.{}", self.slot, self.serial, self.receive_count)
+        write!(
+            f,
+            "{:x}.{:x}.{}.{:x}",
+            self.slot, self.serial, self.receive_count, self.received_ms
+        )
     }
 }
 
 #[derive(Debug)]
 pub(super) struct QueueState {
     pub attrs: QueueAttrs,
+    /// How long a copy lives after its send: the attribute, or the model's
+    /// override in force when the queue was created.
+    pub retention_ms: u64,
+    /// Calls other than ensure find no queue before this time.
+    pub ready_ms: u64,
+    /// Tells this queue from an earlier one of the same name, so a deadline
+    /// set for that one does not touch this one.
+    pub generation: u64,
+    /// When a pending deletion makes the queue and its copies vanish.
+    pub vanish_ms: Option<u64>,
+    /// When the last purge was asked for.
+    pub purged_ms: Option<u64>,
+    /// The counts last taken, and when: answered until they are stale.
+    pub counted: Option<(u64, QueueStats)>,
     slots: Vec<Option<MessageCopy>>,
     /// Empty slots, reused last-freed first.
     free: Vec<usize>,
@@ -83,19 +104,46 @@ pub(super) struct QueueState {
     /// visible.
     visible: BTreeMap<u64, usize>,
     next_seq: u64,
+    /// Latent duplicates by the time they appear, then serial.
+    latent: BTreeMap<(u64, u64), MessageCopy>,
+    /// Every live copy by send time, then slot; kept only on queues whose
+    /// counts sweep out expired copies (see [`Self::sweep_expired`]).
+    by_sent: Option<BTreeSet<(u64, usize)>>,
 }
 
 impl QueueState {
-    pub fn new(attrs: QueueAttrs) -> Self {
+    /// An empty queue; `sweeps` keeps the index that lets
+    /// [`Self::sweep_expired`] find expired copies.
+    pub fn new(attrs: QueueAttrs, retention_ms: u64, sweeps: bool) -> Self {
         Self {
             attrs,
+            retention_ms,
+            ready_ms: 0,
+            generation: 0,
+            vanish_ms: None,
+            purged_ms: None,
+            counted: None,
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
             hidden: BTreeSet::new(),
             visible: BTreeMap::new(),
             next_seq: 0,
+            latent: BTreeMap::new(),
+            by_sent: sweeps.then(BTreeSet::new),
         }
+    }
+
+    /// Whether `copy` outlived this queue's retention at `now_ms`.
+    pub fn expired(&self, copy: &MessageCopy, now_ms: u64) -> bool {
+        copy.sent_ms.saturating_add(self.retention_ms) <= now_ms
+    }
+
+    /// The slot `handle` names if it still holds the copy the handle was
+    /// issued for, whichever receive of it the handle is from.
+    pub fn same_copy(&self, handle: Handle) -> Option<usize> {
+        let copy = self.slots.get(handle.slot)?.as_ref()?;
+        (copy.serial == handle.serial).then_some(handle.slot)
     }
 
     pub fn copy(&self, slot: usize) -> &MessageCopy {
@@ -120,6 +168,66 @@ impl QueueState {
     /// The earliest time a hidden copy becomes visible.
     pub fn next_hidden_ms(&self) -> Option<u64> {
         self.hidden.first().map(|&(at_ms, _)| at_ms)
+    }
+
+    /// Bring the queue up to `now_ms`: latent duplicates that are due
+    /// appear, then copies whose visibility ran out become visible.
+    pub fn settle(&mut self, now_ms: u64) {
+        while let Some(entry) = self.latent.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let copy = entry.remove();
+            self.insert(copy);
+        }
+        self.promote(now_ms);
+    }
+
+    /// Keep `copy` hidden from everything until `due_ms`, when
+    /// [`Self::settle`] makes it a visible copy.
+    pub fn add_latent(&mut self, mut copy: MessageCopy, due_ms: u64) {
+        copy.visible_at_ms = due_ms;
+        copy.visible_seq = HIDDEN;
+        self.latent.insert((due_ms, copy.serial), copy);
+    }
+
+    pub fn latent_len(&self) -> usize {
+        self.latent.len()
+    }
+
+    pub fn next_latent_ms(&self) -> Option<u64> {
+        self.latent.first_key_value().map(|(&(due_ms, _), _)| due_ms)
+    }
+
+    /// Take every copy, live (in slot order) then latent (in due order),
+    /// leaving the queue empty.
+    pub fn take_all(&mut self) -> Vec<MessageCopy> {
+        let mut all: Vec<MessageCopy> = self.slots.drain(..).flatten().collect();
+        all.extend(std::mem::take(&mut self.latent).into_values());
+        self.free.clear();
+        self.len = 0;
+        self.hidden.clear();
+        self.visible.clear();
+        if let Some(by_sent) = self.by_sent.as_mut() {
+            by_sent.clear();
+        }
+        all
+    }
+
+    /// Remove and return every live copy past its retention at `now_ms`,
+    /// oldest first; nothing on a queue created without the index.
+    pub fn sweep_expired(&mut self, now_ms: u64) -> Vec<MessageCopy> {
+        let Some(by_sent) = self.by_sent.as_ref() else {
+            return Vec::new();
+        };
+        let Some(oldest_alive_ms) = now_ms.checked_sub(self.retention_ms) else {
+            return Vec::new();
+        };
+        let slots: Vec<usize> = by_sent
+            .range(..=(oldest_alive_ms, usize::MAX))
+            .map(|&(_, slot)| slot)
+            .collect();
+        slots.into_iter().map(|slot| self.remove(slot)).collect()
     }
 
     /// Make every copy whose visibility ran out visible.
@@ -162,6 +270,7 @@ impl QueueState {
 
     /// Add a visible copy; returns its slot.
     pub fn insert(&mut self, copy: MessageCopy) -> usize {
+        let sent_ms = copy.sent_ms;
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = Some(copy);
@@ -172,6 +281,9 @@ impl QueueState {
                 self.slots.len() - 1
             }
         };
+        if let Some(by_sent) = self.by_sent.as_mut() {
+            by_sent.insert((sent_ms, slot));
+        }
         self.len += 1;
         self.show(slot);
         slot
@@ -185,12 +297,14 @@ impl QueueState {
 
     pub fn remove(&mut self, slot: usize) -> MessageCopy {
         let copy = self.copy(slot);
-        if copy.visible_seq == HIDDEN {
-            let key = (copy.visible_at_ms, slot);
-            self.hidden.remove(&key);
+        let (sent_ms, visible_at_ms, visible_seq) = (copy.sent_ms, copy.visible_at_ms, copy.visible_seq);
+        if let Some(by_sent) = self.by_sent.as_mut() {
+            by_sent.remove(&(sent_ms, slot));
+        }
+        if visible_seq == HIDDEN {
+            self.hidden.remove(&(visible_at_ms, slot));
         } else {
-            let seq = copy.visible_seq;
-            self.take_visible(seq);
+            self.take_visible(visible_seq);
         }
         self.len -= 1;
         self.free.push(slot);
