@@ -30,8 +30,16 @@ use crate::net::{RpcConfig, SimQueue, SimStore};
 
 /// How often the reconciler host looks at the queues.
 const RECONCILE_POLL_MS: u64 = 1_000;
-/// How long the queues must look drained before a pass counts.
+/// How long the queues must look drained before a pass counts, when their
+/// counts are exact; a scenario whose counts lag adds the lag.
 pub const RECONCILE_QUIET_MS: u64 = 5_000;
+
+/// The reconciler's quiet period in `scenario`: production sets it above
+/// the time SQS's counts take to catch up (90 s by default), and so does
+/// the simulation, above the model's count lag.
+pub fn quiet_ms(scenario: &Scenario) -> u64 {
+    RECONCILE_QUIET_MS + scenario.worst.count_lag_ms
+}
 
 /// What every role host shares; lives outside the host futures.
 pub struct Ctx {
@@ -262,7 +270,7 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         window: None,
     };
     let config = DriverConfig {
-        quiet_ms: RECONCILE_QUIET_MS,
+        quiet_ms: quiet_ms(&ctx.scenario),
         poll_ms: RECONCILE_POLL_MS,
         rounds_max: u32::MAX,
         progress_ms: None,

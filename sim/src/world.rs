@@ -118,12 +118,14 @@ pub fn sweeps_for(schedule: &Schedule) -> Vec<Sweep> {
 }
 
 /// The ground truth of `sweeps`, each of `jobs` jobs.
-fn oracles(sweeps: &[Sweep], jobs: u64) -> SharedOracle {
+/// A resend is judged needless against `quiet_ms`
+/// (`u64::MAX`: never, when counts under-count at random).
+fn oracles(sweeps: &[Sweep], jobs: u64, quiet_ms: u64) -> SharedOracle {
     let sweeps = sweeps
         .iter()
         .map(|sweep| {
             let mut truth = Oracle::new(&sweep.id(), jobs, JOBS_QUEUE, RESULTS_QUEUE);
-            truth.resends = Resends::new(jobs, roles::RECONCILE_QUIET_MS);
+            truth.resends = Resends::new(jobs, quiet_ms);
             truth
         })
         .collect();
@@ -155,7 +157,14 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
     let sweeps = sweeps_for(schedule);
     let sweep = sweeps[0].clone();
-    let oracle = oracles(&sweeps, s.jobs);
+    // Counts that under-count at random defeat any quiet period: resends
+    // are then judged only for safety, not for need.
+    let judged_ms = if s.worst.undercount_rate > 0.0 {
+        u64::MAX
+    } else {
+        roles::quiet_ms(&s)
+    };
+    let oracle = oracles(&sweeps, s.jobs, judged_ms);
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(capture)));
     let r = &schedule.resolved;
     let sqs = Rc::new(RefCell::new(SqsModel::new(
@@ -165,6 +174,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
             entry_failure_rate: r.sqs_entry_failure_rate,
         },
     )));
+    sqs.borrow_mut().set_worst_case(s.worst.sqs());
     sqs.borrow_mut()
         .set_observer(Box::new(crate::checker::oracle::SqsWitness(
             oracle.clone(),
@@ -177,6 +187,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
             error_after_rate: r.s3_error_rate / 2.0,
         },
     )));
+    s3.borrow_mut().set_worst_case(s.worst.s3());
     s3.borrow_mut()
         .set_observer(Box::new(crate::checker::oracle::S3Witness(oracle.clone())));
     let mut builder = sim_builder(schedule.seed);
@@ -317,8 +328,9 @@ pub fn settle_ms(scenario: &crate::faults::scenario::Scenario) -> u64 {
 }
 
 /// Whether the run may end: the sweep was declared complete after the
-/// faults, the settle phase has passed, both queues hold nothing (a late
-/// copy could still land), and the reconciler reported after they emptied.
+/// faults, the settle phase has passed, both queues hold nothing, not even
+/// a latent duplicate (a late copy could still land), and the reconciler
+/// reported after they emptied.
 fn settled(
     s: &crate::faults::scenario::Scenario,
     ctx: &Ctx,
@@ -332,8 +344,12 @@ fn settled(
     if now < done_at + settle_ms(s) {
         return false;
     }
-    let model = sqs.borrow();
-    if !(model.bodies(JOBS_QUEUE).is_empty() && model.bodies(RESULTS_QUEUE).is_empty()) {
+    let mut model = sqs.borrow_mut();
+    // Apply deletions and purges whose window ended, and count the
+    // duplicates still latent: a late copy could yet land.
+    model.advance(now);
+    let holds = |q: &str| !model.bodies(q).is_empty() || model.latent_pending(q) > 0;
+    if holds(JOBS_QUEUE) || holds(RESULTS_QUEUE) {
         *empty_since = None;
         return false;
     }

@@ -348,6 +348,7 @@ async fn drive(backend: &Backend, args: &ReconcileArgs, id: &str, stop: &Shutdow
                 results_drained: true,
                 all_sent: true,
                 queue_missing: false,
+                unknown: false,
                 now_ms: backend.clock.mono_ms(),
             };
             let step = driver.judge(look, stop, &mut NoSink).await?;

@@ -61,6 +61,9 @@ pub struct Look {
     pub all_sent: bool,
     /// Whether a queue answered that it does not exist (it was deleted).
     pub queue_missing: bool,
+    /// Whether a queue could not be asked (a throttled or failed call):
+    /// the look says nothing, and neither starts nor breaks a quiet period.
+    pub unknown: bool,
     /// The driver's clock, ms.
     pub now_ms: u64,
 }
@@ -123,6 +126,9 @@ impl Finish {
 
     /// Take in a look at the queues.
     pub fn looked(&mut self, look: &Look) -> Next {
+        if look.unknown {
+            return Next::Wait;
+        }
         self.saw_deletion |= look.queue_missing;
         if !self.drained(look) {
             self.quiet_since_ms = None;
@@ -273,9 +279,16 @@ impl<'a> Driver<'a> {
             now_ms: self.clock.mono_ms(),
             ..Look::default()
         };
-        (look.jobs_drained, look.queue_missing) = drained_or_missing(self.jobs).await?;
+        let Some((jobs_drained, missing)) = drained_or_missing(self.jobs).await? else {
+            look.unknown = true;
+            return Ok(look);
+        };
+        (look.jobs_drained, look.queue_missing) = (jobs_drained, missing);
         if look.jobs_drained {
-            let (results_drained, missing) = drained_or_missing(self.results).await?;
+            let Some((results_drained, missing)) = drained_or_missing(self.results).await? else {
+                look.unknown = true;
+                return Ok(look);
+            };
             look.results_drained = results_drained;
             look.queue_missing |= missing;
         }
@@ -379,15 +392,16 @@ pub async fn depth(queue: &dyn Queue) -> Result<QueueStats, CallError> {
 /// deleted: what it held is gone, and the passes find those keys missing).
 /// A transient error is "not drained": the next look asks again.
 pub async fn drained(queue: &dyn Queue) -> Result<bool, CallError> {
-    Ok(drained_or_missing(queue).await?.0)
+    Ok(drained_or_missing(queue).await?.is_some_and(|(drained, _)| drained))
 }
 
-/// [`drained`], and whether the queue was missing.
-async fn drained_or_missing(queue: &dyn Queue) -> Result<(bool, bool), CallError> {
+/// Whether a queue holds nothing, and whether it was missing; `None` when
+/// a transient error left it unknown.
+async fn drained_or_missing(queue: &dyn Queue) -> Result<Option<(bool, bool)>, CallError> {
     match queue.is_drained().await {
-        Ok(drained) => Ok((drained, false)),
-        Err(QueueError::Missing { .. }) | Err(QueueError::DeletedRecently { .. }) => Ok((true, true)),
-        Err(QueueError::Retryable { .. }) => Ok((false, false)),
+        Ok(drained) => Ok(Some((drained, false))),
+        Err(QueueError::Missing { .. }) | Err(QueueError::DeletedRecently { .. }) => Ok(Some((true, true))),
+        Err(QueueError::Retryable { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -412,6 +426,7 @@ mod tests {
             results_drained: true,
             all_sent: true,
             queue_missing: false,
+            unknown: false,
             now_ms,
         }
     }
@@ -537,5 +552,22 @@ mod tests {
         assert_eq!(f.reconciled(vec![5], 3), Next::Wait, "the first sighting");
         assert_eq!(f.looked(&drained(4)), Next::Reconcile);
         assert_eq!(f.reconciled(vec![5], 4), Next::Resubmit(vec![5]));
+    }
+
+    #[test]
+    fn a_look_that_could_not_ask_the_queues_neither_breaks_nor_starts_a_quiet_period() {
+        let mut f = Finish::new(config(Policy::Real));
+        let unknown = |now_ms| Look {
+            unknown: true,
+            ..busy(now_ms)
+        };
+        assert_eq!(f.looked(&unknown(0)), Next::Wait);
+        assert_eq!(f.looked(&drained(100)), Next::Wait);
+        assert_eq!(f.looked(&unknown(600)), Next::Wait);
+        assert_eq!(
+            f.looked(&drained(1_100)),
+            Next::Reconcile,
+            "measured from the first drained look"
+        );
     }
 }

@@ -17,6 +17,11 @@ pub const CALLS_IN_FLIGHT: usize = 32;
 
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 5_000;
+/// How long a queue just (re)created is left alone before it is used:
+/// SQS says to "wait at least one second after the queue is created to be
+/// able to use the queue" (CreateQueue), and until then answers as if it
+/// did not exist. A caller that retried at once would spin.
+pub const QUEUE_READY_MS: u64 = 1_000;
 
 /// Why a resilient call gave up.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +75,7 @@ impl Calls<'_> {
                 QueueError::Missing { queue, .. } if self.policy.recreates_missing_queue() => {
                     warn!(queue = %queue, "queue is missing; recreating it");
                     match self.queue.ensure().await {
-                        Ok(()) => 0,
+                        Ok(()) => QUEUE_READY_MS,
                         Err(QueueError::DeletedRecently { retry_after_ms, .. }) => retry_after_ms.max(BACKOFF_MIN_MS),
                         Err(QueueError::Permanent { .. }) => return Err(err.into()),
                         Err(_) => backoff_ms,

@@ -211,14 +211,6 @@ impl Oracles {
         self.sweeps[0].deleted(queue, body);
     }
 
-    /// A second copy of a message appeared: each oracle counts only its
-    /// own sweep's results.
-    pub fn duplicated(&mut self, queue: &str, body: &str) {
-        for o in &mut self.sweeps {
-            o.duplicated(queue, body);
-        }
-    }
-
     /// The driver of some sweep stored a round record under `key`.
     pub fn round_stored(&mut self, key: &str, bytes: &[u8]) {
         let Some(o) = self
@@ -328,14 +320,6 @@ impl Oracle {
         }
     }
 
-    /// A second copy of a message appeared in `queue`.
-    pub fn duplicated(&mut self, queue: &str, body: &str) {
-        if let Some((index, _, _)) = self.result_key(queue, body) {
-            self.resends
-                .result_added(index, crate::doubles::clock::try_sim_now_ms().unwrap_or(0));
-        }
-    }
-
     /// A message was destroyed without being deleted.
     pub fn destroyed(&mut self, queue: &str, body: &str) {
         if let Some((index, run, _)) = self.result_key(queue, body) {
@@ -385,10 +369,6 @@ impl crate::hosts::sqs::SqsObserver for SqsWitness {
 
     fn delivered(&mut self, queue: &str, body: &str, receive_count: u32) {
         self.note("delivered", queue, body, receive_count);
-    }
-
-    fn duplicated(&mut self, queue: &str, body: &str) {
-        self.0.lock().expect("oracle lock").duplicated(queue, body);
     }
 }
 

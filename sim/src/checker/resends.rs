@@ -10,7 +10,11 @@
 //! only when its counts are accurate, if late, snapshots. A result accepted
 //! within the quiet period before the decision (a run that outlived its
 //! queue's deletion, racing the resubmission) is a race the driver cannot
-//! see, and is not flagged.
+//! see, and is not flagged. Only the copies the results queue accepted from
+//! a sender are counted, not the duplicates SQS itself makes (a latent one
+//! is invisible to every count): a duplicate's removal may then hide a
+//! queued original, so the check can miss a needless resend, never invent
+//! one.
 
 use tally::core::manifest::Round;
 

@@ -38,6 +38,10 @@ pub fn apply(
         Fault::DeleteQueue { queue } => {
             let _ = sqs.borrow_mut().delete_queue(queue, now);
         }
+        Fault::Purge { queue } => {
+            // A purge within a minute of another is refused, as on SQS.
+            let _ = sqs.borrow_mut().purge(queue, now);
+        }
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Scenario {
     /// unset): seconds make messages expire mid-sweep.
     #[serde(default)]
     pub retention_ms: Option<u64>,
+    /// AWS's documented worst cases, each off unless set (see
+    /// [`WorstSpec`]).
+    #[serde(default)]
+    pub worst: WorstSpec,
     /// Faults; unset fields are drawn from the seed.
     #[serde(default)]
     pub faults: FaultSpec,
@@ -82,6 +86,96 @@ fn default_fault_ms() -> u64 {
 }
 fn default_heal_ms() -> u64 {
     600_000
+}
+
+/// The cloud at its documented worst: behaviours AWS allows at any time,
+/// not faults of a phase, so they stay on after the faults heal. Each is
+/// off unless set; docs/ARCHITECTURE.md has the sources.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorstSpec {
+    /// SQS depth counts answer from a snapshot up to this old, ms.
+    #[serde(default)]
+    pub count_lag_ms: u64,
+    /// Chance that a nonzero count is reported lower, down to 0.
+    #[serde(default)]
+    pub undercount_rate: f64,
+    /// Duplicates SQS makes stay latent (invisible, uncounted) up to this
+    /// long, ms.
+    #[serde(default)]
+    pub latent_duplicate_max_ms: u64,
+    /// A deleted queue keeps answering for up to this long, then vanishes
+    /// with what was sent meanwhile, ms.
+    #[serde(default)]
+    pub deletion_window_max_ms: u64,
+    /// Chance that a delete with a lapsed receipt handle fails.
+    #[serde(default)]
+    pub stale_handle_fail_rate: f64,
+    /// Chance that a delete with an earlier receive's handle still deletes.
+    #[serde(default)]
+    pub stale_delete_deletes_rate: f64,
+    /// Chance that a receive returns fewer messages than it could.
+    #[serde(default)]
+    pub short_receive_rate: f64,
+    /// A created queue answers NonExistentQueue this long, ms.
+    #[serde(default)]
+    pub create_ready_ms: u64,
+    /// Chance that an SQS call is throttled.
+    #[serde(default)]
+    pub throttle_rate: f64,
+    /// Purges of each queue during the fault phase.
+    #[serde(default)]
+    pub purges: u32,
+    /// A purge takes effect at the end of a window up to this long, ms.
+    #[serde(default)]
+    pub purge_window_max_ms: u64,
+    /// Chance that an S3 create-only write answers 409.
+    #[serde(default)]
+    pub s3_conflict_rate: f64,
+    /// Keys per ListObjectsV2 page (1,000 when unset, as on S3).
+    #[serde(default)]
+    pub list_page_max: Option<usize>,
+}
+
+impl WorstSpec {
+    /// The SQS model's settings.
+    pub fn sqs(&self) -> crate::hosts::SqsWorstCase {
+        crate::hosts::SqsWorstCase {
+            count_lag_ms: self.count_lag_ms,
+            undercount_rate: self.undercount_rate,
+            latent_duplicate_max_ms: self.latent_duplicate_max_ms,
+            deletion_window_max_ms: self.deletion_window_max_ms,
+            stale_handle_fail_rate: self.stale_handle_fail_rate,
+            stale_delete_deletes_rate: self.stale_delete_deletes_rate,
+            short_receive_rate: self.short_receive_rate,
+            create_ready_ms: self.create_ready_ms,
+            throttle_rate: self.throttle_rate,
+            purge_window_max_ms: self.purge_window_max_ms,
+        }
+    }
+
+    /// The S3 model's settings.
+    pub fn s3(&self) -> crate::hosts::S3WorstCase {
+        let mut worst = crate::hosts::S3WorstCase {
+            conflict_rate: self.s3_conflict_rate,
+            ..crate::hosts::S3WorstCase::default()
+        };
+        if let Some(max) = self.list_page_max {
+            worst.list_page_max = max.max(1);
+        }
+        worst
+    }
+
+    fn rates(&self) -> [f64; 6] {
+        [
+            self.undercount_rate,
+            self.stale_handle_fail_rate,
+            self.stale_delete_deletes_rate,
+            self.short_receive_rate,
+            self.throttle_rate,
+            self.s3_conflict_rate,
+        ]
+    }
 }
 
 /// Fault counts (over the fault phase) and rates (while it lasts).
@@ -233,7 +327,12 @@ impl Scenario {
             self.faults.hang_job_rate,
             self.faults.huge_output_rate,
         ];
-        if rates.iter().flatten().any(|r| !(0.0..=0.5).contains(r)) {
+        if rates
+            .iter()
+            .flatten()
+            .chain(&self.worst.rates())
+            .any(|r| !(0.0..=0.5).contains(r))
+        {
             return Err("fault rates must lie between 0 and 0.5".into());
         }
         if self.timeout_s == Some(0) {

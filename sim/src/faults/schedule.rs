@@ -66,6 +66,12 @@ pub enum Fault {
         /// The queue.
         queue: String,
     },
+    /// Purge a queue: every message in it (and those sent during the
+    /// purge's window) is destroyed.
+    Purge {
+        /// The queue.
+        queue: String,
+    },
 }
 
 /// A fault at a moment of simulated time.
@@ -107,6 +113,7 @@ impl Schedule {
         draw_aimed_crashes(&mut rng, resolved, &mut events);
         draw_partitions(&mut rng, resolved, &mut events);
         draw_deletions(&mut rng, resolved, &mut events);
+        draw_purges(&mut rng, resolved, &mut events);
         events.sort_by(|a, b| {
             a.at_ms
                 .cmp(&b.at_ms)
@@ -223,6 +230,21 @@ fn draw_deletions(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Ev
             events.push(Event {
                 at_ms: draw_at(rng, resolved),
                 fault: Fault::DeleteQueue {
+                    queue: queue.to_owned(),
+                },
+            });
+        }
+    }
+}
+
+/// Purges of each queue (none unless the scenario asks: no draw is made,
+/// so other schedules stay as they were).
+fn draw_purges(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Event>) {
+    for queue in [JOBS_QUEUE, RESULTS_QUEUE] {
+        for _ in 0..resolved.scenario.worst.purges {
+            events.push(Event {
+                at_ms: draw_at(rng, resolved),
+                fault: Fault::Purge {
                     queue: queue.to_owned(),
                 },
             });
