@@ -286,8 +286,17 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     loop {
         // One step of each sweep's driver per poll: with one sweep, the
         // steps and sleeps of a driver run to completion.
-        for (finisher, complete) in finishers.iter_mut().zip(&mut complete) {
+        for (k, (finisher, complete)) in finishers.iter_mut().zip(&mut complete).enumerate() {
+            // The oracle learns when each step began and which found keys
+            // missing first, to judge the resends (checker::resends).
+            let began = crate::doubles::clock::sim_now_ms();
+            ctx.oracle.lock().expect("oracle lock").sweeps[k]
+                .resends
+                .step_started(began);
             let step = finisher.run(&stop, &mut NoSink, |_| ControlFlow::Break(())).await;
+            if let Ok(Some(driver::Step::Reconciled(_))) = step {
+                ctx.oracle.lock().expect("oracle lock").sweeps[k].resends.first_pass();
+            }
             *complete = false;
             if let Ok(Some(driver::Step::Complete(report))) = step {
                 let now = crate::doubles::clock::sim_now_ms();

@@ -118,14 +118,14 @@ pub fn sweeps_for(schedule: &Schedule) -> Vec<Sweep> {
 }
 
 /// The ground truth of `sweeps`, each of `jobs` jobs.
-/// A resend is judged needless against `quiet_ms`
-/// (`u64::MAX`: never, when counts under-count at random).
-fn oracles(sweeps: &[Sweep], jobs: u64, quiet_ms: u64) -> SharedOracle {
+/// Resends are judged needless or not when `judged` (not when counts
+/// under-count at random).
+fn oracles(sweeps: &[Sweep], jobs: u64, judged: bool) -> SharedOracle {
     let sweeps = sweeps
         .iter()
         .map(|sweep| {
             let mut truth = Oracle::new(&sweep.id(), jobs, JOBS_QUEUE, RESULTS_QUEUE);
-            truth.resends = Resends::new(jobs, quiet_ms);
+            truth.resends = Resends::new(jobs, judged);
             truth
         })
         .collect();
@@ -159,12 +159,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let sweep = sweeps[0].clone();
     // Counts that under-count at random defeat any quiet period: resends
     // are then judged only for safety, not for need.
-    let judged_ms = if s.worst.undercount_rate > 0.0 {
-        u64::MAX
-    } else {
-        roles::quiet_ms(&s)
-    };
-    let oracle = oracles(&sweeps, s.jobs, judged_ms);
+    let oracle = oracles(&sweeps, s.jobs, s.worst.undercount_rate == 0.0);
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(capture)));
     let r = &schedule.resolved;
     let sqs = Rc::new(RefCell::new(SqsModel::new(

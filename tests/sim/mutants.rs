@@ -115,3 +115,32 @@ fn several_sweeps_sharing_the_queues_are_each_checked_and_a_reconciler_without_t
     let real = run("several-sweeps", 0, Policy::Real);
     assert_eq!(real.report.submitted, 3 * 700, "{:?}", real.report);
 }
+
+#[test]
+fn a_driver_without_a_quiet_period_is_caught_only_when_the_counts_lag() {
+    caught("lagging-counts", 8, Policy::NoQuiet, "needless-resubmission");
+    passes_without("lagging-counts", 8, Policy::NoQuiet, |s| s.worst.count_lag_ms = 0);
+}
+
+#[test]
+fn a_driver_that_never_rereads_after_complete_is_caught_only_when_duplicates_come_late() {
+    caught("latent-duplicates", 0, Policy::CompleteOnce, "unreported-change");
+    passes_without("latent-duplicates", 0, Policy::CompleteOnce, |s| {
+        s.worst.latent_duplicate_max_ms = 0;
+    });
+}
+
+#[test]
+fn duplicates_that_come_back_up_to_an_hour_later_are_all_reported_by_the_last_report() {
+    let out = run_changed("latent-duplicates", 1, Policy::Real, |s| {
+        s.worst.latent_duplicate_max_ms = 3_600_000;
+        s.heal_ms = 3_800_000;
+    });
+    assert!(out.verdict.passed(), "{:?}", out.verdict.violations);
+    assert!(
+        out.sim_ms > 30 * 60 * 1000,
+        "the run waited for a copy due more than half an hour late (ended at {} ms)",
+        out.sim_ms
+    );
+    assert!(out.report.duplicates > 0, "late copies ran again and were counted");
+}

@@ -12,6 +12,12 @@ use tally::core::ResultView;
 
 use crate::checker::resends::Resends;
 
+/// The simulated time, or 0 outside a simulation (a unit test feeding an
+/// oracle by hand).
+fn now_ms() -> u64 {
+    crate::doubles::clock::try_sim_now_ms().unwrap_or(0)
+}
+
 /// A hash naming one run (never 0, so 0 can mean "none").
 pub fn run_hash(run_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(run_id.as_bytes()) | 1
@@ -184,6 +190,14 @@ impl Oracles {
     /// goes straight to its oracle (decoded once, as six million results
     /// want); a result of no sweep of the run is foreign to the first.
     pub fn accepted(&mut self, queue: &str, body: &str) {
+        if queue == self.sweeps[0].jobs_queue {
+            if let Ok(job) = tally::core::JobMessage::decode(body) {
+                if let Some(o) = self.of(&job.sweep) {
+                    o.resends.added(job.index, now_ms());
+                }
+            }
+            return;
+        }
         if self.sweeps.len() > 1 && queue == self.sweeps[0].results_queue {
             let sweep = ResultView::decode(body).ok().map(|r| r.sweep.into_owned());
             if let Some(o) = sweep.and_then(|sweep| self.of(&sweep)) {
@@ -221,8 +235,15 @@ impl Oracles {
             return;
         };
         if let Ok(round) = serde_json::from_slice::<tally::core::manifest::Round>(bytes) {
-            o.resends
-                .decided(&round, crate::doubles::clock::try_sim_now_ms().unwrap_or(0));
+            o.resends.decided(&round);
+        }
+    }
+
+    /// A copy left `queue` for its dead-letter queue: it is no longer in
+    /// any queue the driver looks at.
+    pub fn dead_lettered(&mut self, queue: &str, body: &str) {
+        for o in &mut self.sweeps {
+            o.left(queue, body);
         }
     }
 
@@ -251,7 +272,7 @@ impl Oracle {
             jobs_queue: jobs_queue.to_owned(),
             dropped: BTreeSet::new(),
             answered: Attempts::new(jobs),
-            resends: Resends::new(jobs, u64::MAX),
+            resends: Resends::new(jobs, false),
         }
     }
 
@@ -291,8 +312,7 @@ impl Oracle {
         }
         match self.result_key(queue, body) {
             Some((index, run, attempt)) => {
-                self.resends
-                    .result_added(index, crate::doubles::clock::try_sim_now_ms().unwrap_or(0));
+                self.resends.added(index, now_ms());
                 self.accepted.insert(index, run);
                 if !self.dropped.is_empty() {
                     self.dropped.remove(&(index, attempt));
@@ -308,22 +328,39 @@ impl Oracle {
     /// dropped: it stays suspect until such a result arrives.
     pub fn deleted(&mut self, queue: &str, body: &str) {
         if let Some((index, _, _)) = self.result_key(queue, body) {
-            self.resends.result_removed(index);
+            self.resends.removed(index);
         }
         if queue != self.jobs_queue {
             return;
         }
         if let Ok(job) = tally::core::JobMessage::decode(body) {
-            if job.sweep == self.sweep && !self.answered.contains(job.index, job.attempt) {
+            if job.sweep != self.sweep {
+                return;
+            }
+            self.resends.removed(job.index);
+            if !self.answered.contains(job.index, job.attempt) {
                 self.dropped.insert((job.index, job.attempt));
+            }
+        }
+    }
+
+    /// A copy of this sweep's left `queue` without being deleted.
+    fn left(&mut self, queue: &str, body: &str) {
+        if let Some((index, _, _)) = self.result_key(queue, body) {
+            self.resends.removed(index);
+        } else if queue == self.jobs_queue {
+            if let Ok(job) = tally::core::JobMessage::decode(body) {
+                if job.sweep == self.sweep {
+                    self.resends.removed(job.index);
+                }
             }
         }
     }
 
     /// A message was destroyed without being deleted.
     pub fn destroyed(&mut self, queue: &str, body: &str) {
+        self.left(queue, body);
         if let Some((index, run, _)) = self.result_key(queue, body) {
-            self.resends.result_removed(index);
             self.destroyed.insert((index, run));
         }
     }
@@ -365,6 +402,10 @@ impl crate::hosts::sqs::SqsObserver for SqsWitness {
     fn destroyed(&mut self, queue: &str, body: &str) {
         self.note("destroyed", queue, body, 0);
         self.0.lock().expect("oracle lock").destroyed(queue, body);
+    }
+
+    fn dead_lettered(&mut self, queue: &str, _dead_letter: &str, body: &str) {
+        self.0.lock().expect("oracle lock").dead_lettered(queue, body);
     }
 
     fn delivered(&mut self, queue: &str, body: &str, receive_count: u32) {

@@ -1,73 +1,95 @@
-//! Needless resubmissions: a key resent although a result of it had sat in
-//! the results queue for a whole quiet period.
+//! Needless resubmissions: a key resent although a message of it (its job
+//! or its result) had been in the queues since before the pass that first
+//! found it missing.
 //!
-//! Resending a key whose result is on its way is never unsafe (the second
-//! run is a counted duplicate), but it costs a run of the experiment, and
-//! the driver's quiet period exists to prevent it: while the results queue
-//! holds a result, it is not drained, so no pass counts. That holds as long
-//! as the queue's counts lag less than the quiet period; counts that
-//! under-count at random defeat any quiet period, so the world checks this
-//! only when its counts are accurate, if late, snapshots. A result accepted
-//! within the quiet period before the decision (a run that outlived its
-//! queue's deletion, racing the resubmission) is a race the driver cannot
-//! see, and is not flagged. Only the copies the results queue accepted from
-//! a sender are counted, not the duplicates SQS itself makes (a latent one
-//! is invisible to every count): a duplicate's removal may then hide a
-//! queued original, so the check can miss a needless resend, never invent
-//! one.
+//! Resending a key whose run is on its way is never unsafe (the second run
+//! is a counted duplicate), but it costs a run of the experiment, and the
+//! driver's rules exist to prevent it: a key is resent only when a second
+//! pass, a quiet period after the first, finds it still missing, with the
+//! queues drained all along. A message that was already queued at the first
+//! pass and is still queued at the decision has been queued for the whole
+//! quiet period, longer than the counts lag: a look would have seen it. A
+//! message queued after the first pass (a run that outlived its queue's
+//! deletion, racing the resubmission) is a race the driver cannot see, and
+//! is not flagged. Counts that under-count at random defeat any quiet
+//! period, so the world checks this only when its counts are accurate, if
+//! late, snapshots.
+//!
+//! Only messages a sender put in a queue are counted, not the duplicates
+//! SQS itself makes (a latent one is invisible to every count), and each
+//! key keeps the arrival of its newest message: a check can then miss a
+//! needless resend, never invent one.
 
 use tally::core::manifest::Round;
 
-/// Live copies of each key's result messages, and the keys resent while
-/// one had been live for a quiet period.
+/// Live messages of each key, and the keys resent while an old one lived.
 #[derive(Debug, Default)]
 pub struct Resends {
-    /// Result copies of each key in the results queue (saturating).
+    /// Job and result messages of each key in the queues (saturating).
     live: Vec<u8>,
-    /// When each key's oldest live copy arrived, simulated ms.
-    since_ms: Vec<u32>,
-    /// How long a result must have been queued for a resend to be needless.
-    quiet_ms: u64,
-    /// Keys resent although a result had been queued for `quiet_ms`.
+    /// When each key's newest live message arrived, simulated ms.
+    newest_ms: Vec<u32>,
+    /// When the step that made the driver's first finding of the pending
+    /// resend began (or the current step, if none was recorded).
+    first_pass_ms: Option<u64>,
+    /// When the driver's current step began.
+    step_ms: u64,
+    /// Whether needless resends are judged at all.
+    judged: bool,
+    /// Keys resent although a message of them was queued at the first pass.
     pub needless: Vec<u64>,
 }
 
 impl Resends {
-    /// Tracking for keys `0..jobs`, against a driver that waits `quiet_ms`.
-    pub fn new(jobs: u64, quiet_ms: u64) -> Self {
+    /// Tracking for keys `0..jobs`; `judged` false turns the check off.
+    pub fn new(jobs: u64, judged: bool) -> Self {
         Self {
             live: vec![0; jobs as usize],
-            since_ms: vec![0; jobs as usize],
-            quiet_ms,
+            newest_ms: vec![0; jobs as usize],
+            first_pass_ms: None,
+            step_ms: 0,
+            judged,
             needless: Vec::new(),
         }
     }
 
-    /// A copy of a result of `index` entered the results queue.
-    pub fn result_added(&mut self, index: u64, now_ms: u64) {
+    /// A job or result message of `index` entered its queue at `now_ms`.
+    pub fn added(&mut self, index: u64, now_ms: u64) {
         let i = index as usize;
         if let Some(n) = self.live.get_mut(i) {
-            if *n == 0 {
-                self.since_ms[i] = u32::try_from(now_ms).unwrap_or(u32::MAX);
-            }
             *n = n.saturating_add(1);
+            self.newest_ms[i] = u32::try_from(now_ms).unwrap_or(u32::MAX);
         }
     }
 
-    /// A copy of a result of `index` left the results queue.
-    pub fn result_removed(&mut self, index: u64) {
+    /// A job or result message of `index` left its queue.
+    pub fn removed(&mut self, index: u64) {
         if let Some(n) = self.live.get_mut(index as usize) {
             *n = n.saturating_sub(1);
         }
     }
 
-    /// The driver stored a round record resending `round`'s keys at `now_ms`.
-    pub fn decided(&mut self, round: &Round, now_ms: u64) {
+    /// The driver begins a step at `now_ms`.
+    pub fn step_started(&mut self, now_ms: u64) {
+        self.step_ms = now_ms;
+    }
+
+    /// The step begun last was a pass that found keys missing without
+    /// resending them yet (a first finding).
+    pub fn first_pass(&mut self) {
+        self.first_pass_ms = Some(self.step_ms);
+    }
+
+    /// The driver stored a round record resending `round`'s keys.
+    pub fn decided(&mut self, round: &Round) {
+        let since = self.first_pass_ms.take().unwrap_or(self.step_ms);
+        if !self.judged {
+            return;
+        }
         for &(first, last) in &round.ranges {
             for index in first..=last.min(self.live.len() as u64 - 1) {
                 let i = index as usize;
-                let queued_ms = now_ms.saturating_sub(u64::from(self.since_ms[i]));
-                if self.live[i] > 0 && queued_ms >= self.quiet_ms {
+                if self.live[i] > 0 && u64::from(self.newest_ms[i]) < since {
                     self.needless.push(index);
                 }
             }
@@ -81,10 +103,9 @@ pub fn check_resends(resends: &Resends, verdict: &mut crate::checker::Verdict) {
         verdict.flag(
             "needless-resubmission",
             Some(index),
-            format!(
-                "the key was resent although a result of it had been in the results queue for {} ms",
-                resends.quiet_ms
-            ),
+            "the key was resent although its job or result had been queued since before the pass that found it \
+             missing"
+                .into(),
         );
     }
 }
@@ -93,19 +114,40 @@ pub fn check_resends(resends: &Resends, verdict: &mut crate::checker::Verdict) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_key_resent_after_its_result_sat_queued_a_quiet_period_is_needless() {
-        let mut r = Resends::new(4, 1_000);
-        let round = |first, last| Round {
+    fn round(first: u64, last: u64) -> Round {
+        Round {
             attempt: 2,
             ranges: vec![(first, last)],
-        };
-        r.result_added(1, 0);
-        r.result_added(2, 500);
-        r.decided(&round(0, 3), 1_200);
-        assert_eq!(r.needless, vec![1], "key 2's result arrived within the quiet period");
-        r.result_removed(1);
-        r.decided(&round(1, 1), 5_000);
-        assert_eq!(r.needless, vec![1], "key 1's result left the queue");
+        }
+    }
+
+    #[test]
+    fn a_key_resent_while_a_message_queued_before_the_first_pass_lives_is_needless() {
+        let mut r = Resends::new(4, true);
+        r.added(1, 0);
+        r.added(2, 1_500);
+        r.step_started(1_000);
+        r.first_pass();
+        r.step_started(7_000);
+        r.decided(&round(0, 3));
+        assert_eq!(r.needless, vec![1], "key 2's message arrived after the first pass");
+        r.removed(1);
+        r.step_started(20_000);
+        r.decided(&round(1, 1));
+        assert_eq!(r.needless, vec![1], "key 1's message left the queue");
+    }
+
+    #[test]
+    fn without_a_recorded_first_pass_the_deciding_step_counts_and_unjudged_runs_flag_nothing() {
+        let mut r = Resends::new(2, true);
+        r.added(0, 10);
+        r.step_started(20);
+        r.decided(&round(0, 1));
+        assert_eq!(r.needless, vec![0]);
+        let mut off = Resends::new(2, false);
+        off.added(0, 10);
+        off.step_started(20);
+        off.decided(&round(0, 1));
+        assert!(off.needless.is_empty());
     }
 }

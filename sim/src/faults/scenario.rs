@@ -313,6 +313,11 @@ impl Scenario {
         if self.visibility_ms < 1000 {
             return Err("visibility_ms must be at least 1000".into());
         }
+        if self.worst.latent_duplicate_max_ms + 3 * self.visibility_ms + 60_000 > self.heal_ms {
+            return Err(
+                "heal_ms must outlast the latest latent duplicate (latent_duplicate_max_ms) by the settle phase".into(),
+            );
+        }
         if self.retention_ms.is_some_and(|ms| ms < 1000) {
             return Err("retention_ms must be at least 1000".into());
         }
