@@ -144,3 +144,8 @@ fn duplicates_that_come_back_up_to_an_hour_later_are_all_reported_by_the_last_re
     );
     assert!(out.report.duplicates > 0, "late copies ran again and were counted");
 }
+
+#[test]
+fn a_driver_that_resends_a_key_only_once_is_caught_when_a_resend_is_lost_with_its_queue() {
+    caught("deletion-window", 50, Policy::ResendOnce, "not-final");
+}

@@ -95,6 +95,9 @@ pub struct Finish {
     /// Whether a look found a queue missing since the last round (only
     /// the deletion-only mutant asks).
     saw_deletion: bool,
+    /// Every key resent so far, sorted (kept only by the resend-once
+    /// mutant).
+    resent: Vec<u64>,
 }
 
 impl Finish {
@@ -106,6 +109,7 @@ impl Finish {
             candidates: None,
             rounds: 0,
             saw_deletion: false,
+            resent: Vec::new(),
         }
     }
 
@@ -157,6 +161,14 @@ impl Finish {
         if self.config.policy.resends_only_after_deletion() && !self.saw_deletion {
             return Next::Wait;
         }
+        let mut missing = missing;
+        if !self.config.policy.resends_a_key_again() {
+            // Keys resent before are trusted to arrive.
+            missing.retain(|k| self.resent.binary_search(k).is_err());
+            if missing.is_empty() {
+                return Next::Wait;
+            }
+        }
         let confirmed = match self.candidates.take() {
             Some(earlier) => intersect(&earlier, &missing),
             None if self.config.policy.finishes_on_empty_work_queue() => missing.clone(),
@@ -170,6 +182,10 @@ impl Finish {
         }
         self.rounds += 1;
         self.saw_deletion = false;
+        if !self.config.policy.resends_a_key_again() {
+            self.resent.extend(&confirmed);
+            self.resent.sort_unstable();
+        }
         // The resent jobs fill the work queue: a new quiet stretch begins.
         self.quiet_since_ms = None;
         Next::Resubmit(confirmed)
@@ -569,5 +585,22 @@ mod tests {
             Next::Reconcile,
             "measured from the first drained look"
         );
+    }
+
+    #[test]
+    fn the_resend_once_mutant_never_resends_a_key_twice() {
+        let mut f = Finish::new(DriverConfig {
+            quiet_ms: 0,
+            ..config(Policy::ResendOnce)
+        });
+        for (now, expect) in [(0, Next::Wait), (1, Next::Resubmit(vec![4, 5]))] {
+            assert_eq!(f.looked(&drained(now)), Next::Reconcile);
+            assert_eq!(f.reconciled(vec![4, 5], now), expect);
+        }
+        for now in 2..6 {
+            assert_eq!(f.looked(&drained(now)), Next::Reconcile);
+            let expect = if now == 3 { Next::Resubmit(vec![6]) } else { Next::Wait };
+            assert_eq!(f.reconciled(vec![4, 5, 6], now), expect, "at {now}");
+        }
     }
 }

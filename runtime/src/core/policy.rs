@@ -39,6 +39,10 @@ pub enum Policy {
     /// it believes nothing else loses a job, which message expiry (and the
     /// dead-letter queue) disprove.
     DeletionOnly,
+    /// The driver resends a key at most once: it trusts an acknowledged
+    /// resend to reach a worker, which a queue in the middle of its
+    /// deletion (acknowledging sends, then losing them) disproves.
+    ResendOnce,
     /// The reconciler takes runs whose payloads differ for agreeing
     /// duplicates: it classes the key done and counts the extra runs as
     /// duplicates, so a conflict vanishes from the report.
@@ -50,7 +54,7 @@ pub enum Policy {
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 11] = [
+    pub const ALL: [Policy; 12] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
@@ -60,6 +64,7 @@ impl Policy {
         Self::NoQuiet,
         Self::CompleteOnce,
         Self::DeletionOnly,
+        Self::ResendOnce,
         Self::BlindConflicts,
         Self::NoGiveUp,
     ];
@@ -111,6 +116,11 @@ impl Policy {
         self == Self::DeletionOnly
     }
 
+    /// The driver may resend a key again after an earlier round.
+    pub fn resends_a_key_again(self) -> bool {
+        self != Self::ResendOnce
+    }
+
     /// The reconciler tells runs that disagree from runs that agree.
     pub fn detects_conflicts(self) -> bool {
         self != Self::BlindConflicts
@@ -134,6 +144,7 @@ impl Policy {
             Self::NoQuiet => "no-quiet",
             Self::CompleteOnce => "complete-once",
             Self::DeletionOnly => "deletion-only",
+            Self::ResendOnce => "resend-once",
             Self::BlindConflicts => "blind-conflicts",
             Self::NoGiveUp => "no-give-up",
         }
