@@ -78,6 +78,10 @@ pub struct Ctx {
     pub sweeps: Vec<Sweep>,
 }
 
+/// The work, results and dead-letter queues and the bucket, as one host
+/// reaches them.
+type Reach = (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn BlobStore>);
+
 impl Ctx {
     fn incarnation(&self, host: &str) -> u32 {
         let mut map = self.incarnations.borrow_mut();
@@ -88,7 +92,7 @@ impl Ctx {
 
     /// The queues (work, results, dead-letter) and the bucket as `host`
     /// reaches them: every call passes the tripwires aimed at `host`.
-    fn aimed(&self, host: &str) -> (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn BlobStore>) {
+    fn aimed(&self, host: &str) -> Reach {
         let aim = Aim {
             host: host.to_owned(),
             wires: self.wires.clone(),

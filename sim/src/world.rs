@@ -83,9 +83,12 @@ pub fn sweep_for(schedule: &Schedule) -> Sweep {
 /// when `jobs` is even, is `jobs`, so keys map to settings and runs as in
 /// a real parameter sweep.
 pub fn grid_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
-    let runs = if jobs % 2 == 0 { 2 } else { 1 };
+    let runs = if jobs.is_multiple_of(2) { 2 } else { 1 };
     let settings = jobs / runs;
-    let across = (1..=settings.isqrt()).rev().find(|d| settings % d == 0).unwrap_or(1);
+    let across = (1..=settings.isqrt())
+        .rev()
+        .find(|&d| settings.is_multiple_of(d))
+        .unwrap_or(1);
     let mut sweep = synthetic_sweep(name, 1, job_ms);
     sweep.runs = runs;
     sweep.grid = BTreeMap::from([
@@ -162,29 +165,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let oracle = oracles(&sweeps, s.jobs, s.worst.undercount_rate == 0.0);
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(capture)));
     let r = &schedule.resolved;
-    let sqs = Rc::new(RefCell::new(SqsModel::new(
-        schedule.seed,
-        SqsFaults {
-            duplicate_rate: r.duplicate_delivery_rate,
-            entry_failure_rate: r.sqs_entry_failure_rate,
-        },
-    )));
-    sqs.borrow_mut().set_worst_case(s.worst.sqs());
-    sqs.borrow_mut()
-        .set_observer(Box::new(crate::checker::oracle::SqsWitness(
-            oracle.clone(),
-            trace.clone(),
-        )));
-    let s3 = Rc::new(RefCell::new(S3Model::new(
-        schedule.seed ^ 0x53,
-        S3Faults {
-            error_before_rate: r.s3_error_rate / 2.0,
-            error_after_rate: r.s3_error_rate / 2.0,
-        },
-    )));
-    s3.borrow_mut().set_worst_case(s.worst.s3());
-    s3.borrow_mut()
-        .set_observer(Box::new(crate::checker::oracle::S3Witness(oracle.clone())));
+    let (sqs, s3) = cloud(schedule, &oracle, &trace);
     let mut builder = sim_builder(schedule.seed);
     builder
         .simulation_duration(Duration::from_millis(s.fault_ms + s.heal_ms + 120_000))
@@ -230,6 +211,41 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         finished,
         faults,
     }
+}
+
+/// The simulated SQS and S3 of `schedule`, at the scenario's worst,
+/// reporting ground truth to `oracle` and `trace`.
+fn cloud(
+    schedule: &Schedule,
+    oracle: &SharedOracle,
+    trace: &SharedTrace,
+) -> (Rc<RefCell<SqsModel>>, Rc<RefCell<S3Model>>) {
+    let s = &schedule.resolved.scenario;
+    let r = &schedule.resolved;
+    let sqs = Rc::new(RefCell::new(SqsModel::new(
+        schedule.seed,
+        SqsFaults {
+            duplicate_rate: r.duplicate_delivery_rate,
+            entry_failure_rate: r.sqs_entry_failure_rate,
+        },
+    )));
+    sqs.borrow_mut().set_worst_case(s.worst.sqs());
+    sqs.borrow_mut()
+        .set_observer(Box::new(crate::checker::oracle::SqsWitness(
+            oracle.clone(),
+            trace.clone(),
+        )));
+    let s3 = Rc::new(RefCell::new(S3Model::new(
+        schedule.seed ^ 0x53,
+        S3Faults {
+            error_before_rate: r.s3_error_rate / 2.0,
+            error_after_rate: r.s3_error_rate / 2.0,
+        },
+    )));
+    s3.borrow_mut().set_worst_case(s.worst.s3());
+    s3.borrow_mut()
+        .set_observer(Box::new(crate::checker::oracle::S3Witness(oracle.clone())));
+    (sqs, s3)
 }
 
 /// Step the simulation, applying faults when due, healing after the fault
