@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use tally::core::Policy;
-use tally_sim::faults::schedule::{hosts, Event, Fault, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
-use tally_sim::faults::tripwire::{role_calls, Step};
+use tally_sim::faults::schedule::{hosts, role_calls, Event, Fault, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
+use tally_sim::faults::tripwire::Step;
 use tally_sim::world;
 
 use crate::scenario;

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::faults::scenario::Resolved;
+use crate::faults::tripwire::{Call, Target};
 
 /// Host names.
 pub mod hosts {
@@ -167,9 +168,37 @@ fn draw_crashes(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Even
     }
 }
 
+/// The calls each role makes, so aimed crashes strike only where a role
+/// can be: `(target, call)` pairs, each aimed at before and after.
+pub fn role_calls(host: &str) -> &'static [(Target, Call)] {
+    use crate::faults::tripwire::{Call::*, Target::*};
+    if host.starts_with("worker-") {
+        &[
+            (Jobs, Receive),
+            (Jobs, Delete),
+            (Jobs, Extend),
+            (Results, Send),
+            (Store, Get),
+        ]
+    } else if host == hosts::AGGREGATOR {
+        &[(Results, Receive), (Results, Delete), (Results, Extend), (Store, Put)]
+    } else if host == hosts::SUBMITTER {
+        &[(Jobs, Ensure), (Jobs, Send), (Store, Put), (Store, Get)]
+    } else {
+        &[
+            (Jobs, Stats),
+            (Results, Stats),
+            (Jobs, Send),
+            (Store, Put),
+            (Store, Get),
+            (Store, List),
+        ]
+    }
+}
+
 /// Crashes aimed at protocol steps.
 fn draw_aimed_crashes(rng: &mut ChaCha8Rng, resolved: &Resolved, events: &mut Vec<Event>) {
-    use crate::faults::tripwire::{role_calls, Step};
+    use crate::faults::tripwire::Step;
     for _ in 0..resolved.step_crashes {
         let host = match rng.random_range(0..5) {
             0 | 1 => hosts::worker(rng.random_range(0..resolved.scenario.workers)),

@@ -137,35 +137,6 @@ impl TryFrom<String> for Step {
     }
 }
 
-/// The calls each role makes, so aimed crashes strike only where a role
-/// can be: `(target, call)` pairs, each aimed at before and after.
-pub fn role_calls(host: &str) -> &'static [(Target, Call)] {
-    use Call::*;
-    use Target::*;
-    if host.starts_with("worker-") {
-        &[
-            (Jobs, Receive),
-            (Jobs, Delete),
-            (Jobs, Extend),
-            (Results, Send),
-            (Store, Get),
-        ]
-    } else if host == crate::faults::schedule::hosts::AGGREGATOR {
-        &[(Results, Receive), (Results, Delete), (Results, Extend), (Store, Put)]
-    } else if host == crate::faults::schedule::hosts::SUBMITTER {
-        &[(Jobs, Ensure), (Jobs, Send), (Store, Put), (Store, Get)]
-    } else {
-        &[
-            (Jobs, Stats),
-            (Results, Stats),
-            (Jobs, Send),
-            (Store, Put),
-            (Store, Get),
-            (Store, List),
-        ]
-    }
-}
-
 /// Armed tripwires and the crashes they requested.
 #[derive(Debug, Default)]
 pub struct Wires {
@@ -313,7 +284,7 @@ mod tests {
     #[test]
     fn steps_read_and_write_by_name_and_the_first_names_still_read() {
         for host in ["worker-0", "aggregator", "submitter", "reconciler"] {
-            for &(target, call) in role_calls(host) {
+            for &(target, call) in crate::faults::schedule::role_calls(host) {
                 for before in [true, false] {
                     let step = Step { before, target, call };
                     let name = String::from(step);
