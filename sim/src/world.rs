@@ -106,15 +106,25 @@ pub fn grid_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 }
 
 /// Every sweep a simulated run submits: [`sweep_for`]'s alone, or as many
-/// as the scenario's `sweeps`, each named after it with a number.
+/// as the scenario's `sweeps`, each named after it with a number, the last
+/// an edited version of the first.
 pub fn sweeps_for(schedule: &Schedule) -> Vec<Sweep> {
     let first = sweep_for(schedule);
     match schedule.resolved.scenario.sweeps {
         None | Some(1) => vec![first],
+        // The last is the first resubmitted under an edited file: the same
+        // name, other content (a longer timeout), so another sweep id.
         Some(n) => (0..n)
-            .map(|k| Sweep {
-                name: format!("{}-{k}", first.name),
-                ..first.clone()
+            .map(|k| match k {
+                k if k + 1 == n && n > 1 => Sweep {
+                    name: format!("{}-0", first.name),
+                    timeout_s: first.timeout_s + 1,
+                    ..first.clone()
+                },
+                k => Sweep {
+                    name: format!("{}-{k}", first.name),
+                    ..first.clone()
+                },
             })
             .collect(),
     }
@@ -390,7 +400,7 @@ fn final_check(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>, oracle: &SharedOracle) -> (
     let mut total = (Report::default(), Verdict::default());
     for (sweep, report, verdict) in checked {
         add_report(&mut total.0, &report);
-        total.1.absorb(verdict, &sweep.name);
+        total.1.absorb(verdict, &sweep.id());
     }
     total
 }

@@ -104,11 +104,22 @@ fn a_worker_that_never_gives_up_is_caught_only_when_poison_jobs_keep_crashing_it
 fn several_sweeps_sharing_the_queues_are_each_checked_and_a_reconciler_without_the_ledger_is_caught_in_each() {
     caught("several-sweeps", 0, Policy::NoLedger, "lost-job");
     let out = run("several-sweeps", 0, Policy::NoLedger);
-    for k in 0..3 {
-        let named = format!("sweep several-sweeps-{k}: ");
+    let s = scenario("several-sweeps");
+    let ids: std::collections::BTreeSet<String> =
+        world::sweeps_for(&Schedule::draw(&s.resolve(0), 0, Policy::NoLedger))
+            .iter()
+            .map(tally::sweep::Sweep::id)
+            .collect();
+    assert_eq!(
+        ids.len(),
+        3,
+        "three sweeps, one an edited file under the name of another: {ids:?}"
+    );
+    for id in ids {
+        let named = format!("sweep {id}: ");
         assert!(
             out.verdict.violations.iter().any(|v| v.detail.starts_with(&named)),
-            "no violation names sweep {k}: {:?}",
+            "no violation names sweep {id}: {:?}",
             out.verdict.violations
         );
     }
