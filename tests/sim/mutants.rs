@@ -160,3 +160,12 @@ fn duplicates_that_come_back_up_to_an_hour_later_are_all_reported_by_the_last_re
 fn a_driver_that_resends_a_key_only_once_is_caught_when_a_resend_is_lost_with_its_queue() {
     caught("deletion-window", 50, Policy::ResendOnce, "not-final");
 }
+
+#[test]
+fn a_worker_that_deletes_its_copy_of_a_lost_lease_is_caught_only_when_stale_handles_can_still_delete() {
+    caught("stale-handles", 13, Policy::AbandonLostLease, "dropped-job");
+    passes_without("stale-handles", 13, Policy::AbandonLostLease, |s| {
+        s.worst.stale_handle_fail_rate = 0.0;
+        s.worst.stale_delete_deletes_rate = 0.0;
+    });
+}

@@ -43,6 +43,11 @@ pub enum Policy {
     /// resend to reach a worker, which a queue in the middle of its
     /// deletion (acknowledging sends, then losing them) disproves.
     ResendOnce,
+    /// A worker whose heartbeat finds its receipt handle stale (someone
+    /// else received the job since) abandons the run and deletes its copy,
+    /// trusting a stale-handle delete to touch nothing, which AWS does not
+    /// promise: it may delete the copy the other worker is running.
+    AbandonLostLease,
     /// The reconciler takes runs whose payloads differ for agreeing
     /// duplicates: it classes the key done and counts the extra runs as
     /// duplicates, so a conflict vanishes from the report.
@@ -54,7 +59,7 @@ pub enum Policy {
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 12] = [
+    pub const ALL: [Policy; 13] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
@@ -65,6 +70,7 @@ impl Policy {
         Self::CompleteOnce,
         Self::DeletionOnly,
         Self::ResendOnce,
+        Self::AbandonLostLease,
         Self::BlindConflicts,
         Self::NoGiveUp,
     ];
@@ -121,6 +127,11 @@ impl Policy {
         self != Self::ResendOnce
     }
 
+    /// A worker abandons a run whose lease it lost, deleting its copy.
+    pub fn abandons_lost_lease(self) -> bool {
+        self == Self::AbandonLostLease
+    }
+
     /// The reconciler tells runs that disagree from runs that agree.
     pub fn detects_conflicts(self) -> bool {
         self != Self::BlindConflicts
@@ -145,6 +156,7 @@ impl Policy {
             Self::CompleteOnce => "complete-once",
             Self::DeletionOnly => "deletion-only",
             Self::ResendOnce => "resend-once",
+            Self::AbandonLostLease => "abandon-lost-lease",
             Self::BlindConflicts => "blind-conflicts",
             Self::NoGiveUp => "no-give-up",
         }

@@ -319,6 +319,11 @@ impl Batch {
         }
     }
 
+    /// The receipt handle of the job running now.
+    pub fn running_handle(&self) -> Option<&str> {
+        self.running.as_ref().map(|h| h.handle.as_str())
+    }
+
     /// Messages held by this batch (queued, running, pending or being sent).
     pub fn holding(&self) -> usize {
         self.queued.len() + usize::from(self.running.is_some()) + self.pending.len() + self.sending.len()

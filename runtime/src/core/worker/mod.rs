@@ -332,6 +332,30 @@ impl Worker {
         }))
     }
 
+    /// The planted abandon-lost-lease bug: whether the running job's
+    /// handle went stale (then its copy is deleted, trusting a stale handle
+    /// to delete nothing).
+    async fn lease_lost(&self, batch: &Batch) -> bool {
+        let Some(handle) = batch.running_handle() else {
+            return false;
+        };
+        let handles = [handle.to_owned()];
+        let stale = match self
+            .jobs
+            .change_visibility_batch(&handles, self.config.visibility_ms)
+            .await
+        {
+            Ok(statuses) => statuses
+                .iter()
+                .any(|s| s.as_ref().is_err_and(|e| e.code.contains("ReceiptHandle"))),
+            Err(_) => false,
+        };
+        if stale {
+            let _ = self.jobs.delete_batch(&handles).await;
+        }
+        stale
+    }
+
     /// How often held messages are extended: a third of their visibility.
     fn beat_ms(&self) -> u64 {
         (self.config.visibility_ms / 3).max(1)
@@ -358,6 +382,9 @@ impl Worker {
                 _ = beat.as_mut() => {
                     *beat = self.clock.sleep(self.beat_ms());
                     self.perform(batch.beat(), shutdown).await?;
+                    if self.config.policy.abandons_lost_lease() && self.lease_lost(batch).await {
+                        return Ok(None);
+                    }
                 }
             }
         }
