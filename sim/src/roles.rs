@@ -43,8 +43,6 @@ pub fn quiet_ms(scenario: &Scenario) -> u64 {
 
 /// What every role host shares; lives outside the host futures.
 pub struct Ctx {
-    /// The sweep.
-    pub sweep: Sweep,
     /// The scenario.
     pub scenario: Scenario,
     /// Which protocol the roles follow.
@@ -259,8 +257,9 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
 /// missing, and after the fault phase declares the run done when a pass
 /// finds nothing missing. It goes on after that, as an operator's later
 /// `tally reconcile` would: each complete pass is the report of record,
-/// and the world's settle phase checks that the last one stays true. A crash restarts it with nothing in memory but
-/// its resubmission log, as a restarted process would.
+/// and the world's settle phase checks that the last one stays true. A
+/// crash restarts it with nothing in memory but its resubmission log, as a
+/// restarted process would.
 async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     let clock = ctx.clock(hosts::RECONCILER);
     let (jobs, results, _, store) = ctx.aimed(hosts::RECONCILER);
@@ -285,12 +284,12 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
         .iter()
         .map(|id| Driver::new(&*jobs, &*results, &*store, &*clock, &resubmitter, config.clone(), id))
         .collect();
-    let mut complete = vec![false; finishers.len()];
     let stop = tally::core::never();
     loop {
         // One step of each sweep's driver per poll: with one sweep, the
         // steps and sleeps of a driver run to completion.
-        for (k, (finisher, complete)) in finishers.iter_mut().zip(&mut complete).enumerate() {
+        let mut all_complete = true;
+        for (k, finisher) in finishers.iter_mut().enumerate() {
             // The oracle learns when each step began and which found keys
             // missing first, to judge the resends (checker::resends).
             let began = crate::doubles::clock::sim_now_ms();
@@ -301,16 +300,16 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
             if let Ok(Some(driver::Step::Reconciled(_))) = step {
                 ctx.oracle.lock().expect("oracle lock").sweeps[k].resends.first_pass();
             }
-            *complete = false;
             if let Ok(Some(driver::Step::Complete(report))) = step {
                 let now = crate::doubles::clock::sim_now_ms();
                 let id = finisher.sweep_id().to_owned();
                 ctx.last_reports.borrow_mut().insert(id, (now, report));
-                *complete = true;
+            } else {
+                all_complete = false;
             }
         }
         let now = crate::doubles::clock::sim_now_ms();
-        if complete.iter().all(|&c| c) && now >= ctx.scenario.fault_ms && ctx.done_at_ms.get().is_none() {
+        if all_complete && now >= ctx.scenario.fault_ms && ctx.done_at_ms.get().is_none() {
             ctx.done_at_ms.set(Some(now));
         }
         clock.sleep(RECONCILE_POLL_MS).await;

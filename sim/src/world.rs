@@ -25,6 +25,7 @@ use crate::checker::settle::check_settled;
 use crate::checker::trace::{SharedTrace, Trace};
 use crate::checker::{check, Recorder, Verdict};
 use crate::doubles::experiment::Messy;
+use crate::doubles::memstore::MemStore;
 use crate::faults::inject::{apply, heal};
 use crate::faults::schedule::{hosts, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::faults::tripwire::SharedWires;
@@ -169,7 +170,6 @@ pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
     let sweeps = sweeps_for(schedule);
-    let sweep = sweeps[0].clone();
     // Counts that under-count at random defeat any quiet period: resends
     // are then judged only for safety, not for need.
     let oracle = oracles(&sweeps, s.jobs, s.worst.undercount_rate == 0.0);
@@ -188,9 +188,8 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         let m = s3.clone();
         sim.host(hosts::S3, move || serve_s3(m.clone()));
     }
-    let messy = Messy::resolved(r, sweep.timeout_s);
+    let messy = Messy::resolved(r, sweeps[0].timeout_s);
     let ctx = Rc::new(Ctx {
-        sweep,
         scenario: s.clone(),
         policy: schedule.policy,
         seed: schedule.seed,
@@ -369,8 +368,7 @@ fn settled(
     // Apply deletions and purges whose window ended, and count the
     // duplicates still latent: a late copy could yet land.
     model.advance(now);
-    let holds = |q: &str| !model.bodies(q).is_empty() || model.latent_pending(q) > 0;
-    if holds(JOBS_QUEUE) || holds(RESULTS_QUEUE) {
+    if model.held(JOBS_QUEUE) + model.held(RESULTS_QUEUE) > 0 {
         *empty_since = None;
         return false;
     }
@@ -384,23 +382,24 @@ fn settled(
 /// sweep.
 fn final_check(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>, oracle: &SharedOracle) -> (Report, Verdict) {
     let oracles = oracle.lock().expect("oracle lock");
+    let store = MemStore::snapshot(&s3.borrow());
     let mut checked = ctx.sweeps.iter().zip(&oracles.sweeps).map(|(sweep, truth)| {
         let id = sweep.id();
-        let (report, recorder) = final_reconcile(ctx, &id, s3);
+        let (report, recorder) = final_reconcile(ctx, &id, &store);
         let mut verdict = check(truth, &recorder, &report, true);
         let last = ctx.last_reports.borrow().get(&id).map(|(_, r)| r.clone());
         check_settled(last.as_ref(), &report, &mut verdict);
         check_resends(&truth.resends, &mut verdict);
-        (sweep, report, verdict)
+        (id, report, verdict)
     });
     if ctx.sweeps.len() == 1 {
         let (_, report, verdict) = checked.next().expect("one sweep");
         return (report, verdict);
     }
     let mut total = (Report::default(), Verdict::default());
-    for (sweep, report, verdict) in checked {
+    for (id, report, verdict) in checked {
         add_report(&mut total.0, &report);
-        total.1.absorb(verdict, &sweep.id());
+        total.1.absorb(verdict, &id);
     }
     total
 }
@@ -435,8 +434,7 @@ fn add_report(sum: &mut Report, r: &Report) {
 
 /// Reconcile sweep `id` from a snapshot of the bucket, outside the
 /// simulation, with the checker's recorder as the sink.
-fn final_reconcile(ctx: &Ctx, id: &str, s3: &Rc<RefCell<S3Model>>) -> (Report, Recorder) {
-    let store = crate::doubles::memstore::MemStore::snapshot(&s3.borrow());
+fn final_reconcile(ctx: &Ctx, id: &str, store: &MemStore) -> (Report, Recorder) {
     let mut recorder = Recorder::new(id, ctx.scenario.jobs);
     let clock = crate::doubles::memstore::StillClock;
     let (_tx, never) = tokio::sync::watch::channel(false);
@@ -444,7 +442,7 @@ fn final_reconcile(ctx: &Ctx, id: &str, s3: &Rc<RefCell<S3Model>>) -> (Report, R
         .build()
         .expect("a runtime");
     let report = rt
-        .block_on(reconcile(&store, &clock, &never, ctx.policy, id, &mut recorder))
+        .block_on(reconcile(store, &clock, &never, ctx.policy, id, &mut recorder))
         .unwrap_or_else(|e| Report {
             sweep: format!("{id} (reconcile failed: {e})"),
             ..Report::default()

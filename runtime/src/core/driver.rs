@@ -404,15 +404,10 @@ pub async fn depth(queue: &dyn Queue) -> Result<QueueStats, CallError> {
     }
 }
 
-/// Whether a queue holds nothing; a missing queue holds nothing (it was
-/// deleted: what it held is gone, and the passes find those keys missing).
-/// A transient error is "not drained": the next look asks again.
-pub async fn drained(queue: &dyn Queue) -> Result<bool, CallError> {
-    Ok(drained_or_missing(queue).await?.is_some_and(|(drained, _)| drained))
-}
-
 /// Whether a queue holds nothing, and whether it was missing; `None` when
-/// a transient error left it unknown.
+/// a transient error left it unknown (the look then says nothing). A
+/// missing queue holds nothing: it was deleted, what it held is gone, and
+/// the passes find those keys missing.
 async fn drained_or_missing(queue: &dyn Queue) -> Result<Option<(bool, bool)>, CallError> {
     match queue.is_drained().await {
         Ok(drained) => Ok(Some((drained, false))),

@@ -284,7 +284,8 @@ impl Classifier {
 
     /// Finish: count every key's class. Without the ledger (the
     /// `no-ledger` mutant), keys with no result are not known to exist.
-    pub fn finish(&self, policy: Policy, sink: &mut dyn RecordSink) -> Report {
+    pub fn finish(&self, sink: &mut dyn RecordSink) -> Report {
+        let policy = self.policy;
         let mut report = self.report.clone();
         let r = &mut report;
         let mut missing: Vec<u64> = Vec::new();
@@ -448,7 +449,7 @@ impl Reconciliation {
         let quarantined = store_retrying(clock, shutdown, || store.list("quarantine/"))
             .await?
             .len() as u64;
-        let mut report = classifier.finish(policy, sink);
+        let mut report = classifier.finish(sink);
         report.segments = keys.len() as u64;
         report.unreadable = self.unreadable.len() as u64;
         report.unreadable_segments = self.unreadable.clone();
@@ -515,7 +516,7 @@ mod tests {
         assert_eq!(add(&mut c, result(0, "w-1.0-1", ResultStatus::Ok, 1.0)), Fate::Extra);
         add(&mut c, result(1, "w-1.0-1", ResultStatus::Ok, 1.0));
         add(&mut c, result(1, "w-1.0-1", ResultStatus::Ok, 2.0));
-        let r = c.finish(Policy::Real, &mut NoSink);
+        let r = c.finish(&mut NoSink);
         assert_eq!(r.redelivered, 1, "key 0's identical copy: {r:?}");
         assert_eq!(r.conflicts, 1, "key 1's disagreeing copies: {r:?}");
         assert_eq!(r.conflict_indices, vec![1]);
@@ -539,7 +540,7 @@ mod tests {
         assert_eq!(add(&mut c, result(4, "h", ResultStatus::Ok, 4.0)), Fate::Chosen);
         // Key 5: missing. Key 9: phantom.
         assert_eq!(add(&mut c, result(9, "i", ResultStatus::Ok, 0.0)), Fate::Phantom);
-        let r = c.finish(Policy::Real, &mut NoSink);
+        let r = c.finish(&mut NoSink);
         assert_eq!((r.done, r.failed, r.conflicts, r.missing), (3, 1, 1, 1));
         assert_eq!(r.done + r.failed + r.conflicts + r.missing, r.submitted);
         assert_eq!(
@@ -556,15 +557,15 @@ mod tests {
         let mut c = Classifier::new("s", 1).with_policy(Policy::BlindConflicts);
         add(&mut c, result(0, "a", ResultStatus::Ok, 1.0));
         add(&mut c, result(0, "b", ResultStatus::Ok, 2.0));
-        let r = c.finish(Policy::BlindConflicts, &mut NoSink);
+        let r = c.finish(&mut NoSink);
         assert_eq!((r.done, r.conflicts, r.duplicate_runs), (1, 0, 1), "{r:?}");
     }
 
     #[test]
     fn without_the_ledger_missing_keys_vanish() {
-        let mut c = Classifier::new("s", 3);
+        let mut c = Classifier::new("s", 3).with_policy(Policy::NoLedger);
         add(&mut c, result(0, "a", ResultStatus::Ok, 1.0));
-        let r = c.finish(Policy::NoLedger, &mut NoSink);
+        let r = c.finish(&mut NoSink);
         assert_eq!((r.submitted, r.missing), (1, 0));
     }
 }

@@ -243,7 +243,7 @@ impl Oracles {
     /// any queue the driver looks at.
     pub fn dead_lettered(&mut self, queue: &str, body: &str) {
         for o in &mut self.sweeps {
-            o.left(queue, body);
+            let _ = o.left(queue, body);
         }
     }
 
@@ -329,14 +329,7 @@ impl Oracle {
     pub fn deleted(&mut self, queue: &str, body: &str) {
         if let Some((index, _, _)) = self.result_key(queue, body) {
             self.resends.removed(index);
-        }
-        if queue != self.jobs_queue {
-            return;
-        }
-        if let Ok(job) = tally::core::JobMessage::decode(body) {
-            if job.sweep != self.sweep {
-                return;
-            }
+        } else if let Some(job) = self.job_of(queue, body) {
             self.resends.removed(job.index);
             if !self.answered.contains(job.index, job.attempt) {
                 self.dropped.insert((job.index, job.attempt));
@@ -344,24 +337,33 @@ impl Oracle {
         }
     }
 
-    /// A copy of this sweep's left `queue` without being deleted.
-    fn left(&mut self, queue: &str, body: &str) {
-        if let Some((index, _, _)) = self.result_key(queue, body) {
-            self.resends.removed(index);
-        } else if queue == self.jobs_queue {
-            if let Ok(job) = tally::core::JobMessage::decode(body) {
-                if job.sweep == self.sweep {
-                    self.resends.removed(job.index);
-                }
-            }
+    /// A job message of this sweep's, if `body` in `queue` is one.
+    fn job_of(&self, queue: &str, body: &str) -> Option<tally::core::JobMessage> {
+        if queue != self.jobs_queue {
+            return None;
         }
+        tally::core::JobMessage::decode(body)
+            .ok()
+            .filter(|job| job.sweep == self.sweep)
+    }
+
+    /// A copy of this sweep's left `queue` without being deleted; a result
+    /// leaving returns its (key, run hash).
+    fn left(&mut self, queue: &str, body: &str) -> Option<(u64, u64)> {
+        if let Some((index, run, _)) = self.result_key(queue, body) {
+            self.resends.removed(index);
+            return Some((index, run));
+        }
+        if let Some(job) = self.job_of(queue, body) {
+            self.resends.removed(job.index);
+        }
+        None
     }
 
     /// A message was destroyed without being deleted.
     pub fn destroyed(&mut self, queue: &str, body: &str) {
-        self.left(queue, body);
-        if let Some((index, run, _)) = self.result_key(queue, body) {
-            self.destroyed.insert((index, run));
+        if let Some(result) = self.left(queue, body) {
+            self.destroyed.insert(result);
         }
     }
 }

@@ -366,6 +366,11 @@ impl SqsModel {
             .unwrap_or_default()
     }
 
+    /// Every copy `queue` holds, visible, in flight or latent.
+    pub fn held(&self, queue: &str) -> usize {
+        self.queues.get(queue).map_or(0, |q| q.live_len() + q.latent_len())
+    }
+
     /// Latent duplicates of `queue` still to appear.
     pub fn latent_pending(&self, queue: &str) -> usize {
         self.queues.get(queue).map_or(0, QueueState::latent_len)

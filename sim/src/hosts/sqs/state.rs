@@ -191,6 +191,11 @@ impl QueueState {
         self.latent.insert((due_ms, copy.serial), copy);
     }
 
+    /// Copies in the queue, visible or in flight (latent ones not counted).
+    pub fn live_len(&self) -> usize {
+        self.len
+    }
+
     pub fn latent_len(&self) -> usize {
         self.latent.len()
     }
