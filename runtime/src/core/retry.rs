@@ -278,7 +278,112 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+
     use super::*;
+    use crate::core::seams::BoxFuture;
+    use crate::core::{QueueStats, Received};
+
+    /// Time that moves only by sleeping.
+    #[derive(Default)]
+    struct SleptClock(AtomicU64);
+
+    impl Clock for SleptClock {
+        fn mono_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn wall_ms(&self) -> u64 {
+            self.mono_ms()
+        }
+        fn sleep(&self, ms: u64) -> BoxFuture<'static, ()> {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    /// A queue that was deleted: `ensure` recreates it, and, as on SQS, it
+    /// answers as if it did not exist for a second after that. It refuses
+    /// for good after ten sends, so a caller that spins fails, not hangs.
+    struct Recreated<'a> {
+        clock: &'a SleptClock,
+        ready_ms: AtomicU64,
+        sends: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Queue for Recreated<'_> {
+        fn name(&self) -> &str {
+            "q"
+        }
+        async fn ensure(&self) -> Result<(), QueueError> {
+            let ready = self.clock.mono_ms() + QUEUE_READY_MS;
+            let _ = self
+                .ready_ms
+                .compare_exchange(u64::MAX, ready, Ordering::SeqCst, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            if self.sends.fetch_add(1, Ordering::SeqCst) >= 10 {
+                return Err(QueueError::Permanent {
+                    code: "Spinning".into(),
+                    message: "ten sends".into(),
+                });
+            }
+            if self.clock.mono_ms() < self.ready_ms.load(Ordering::SeqCst) {
+                return Err(QueueError::Missing {
+                    queue: "q".into(),
+                    code: "AWS.SimpleQueueService.NonExistentQueue".into(),
+                });
+            }
+            Ok(vec![Ok(()); bodies.len()])
+        }
+        async fn receive(&self, _: usize, _: u64, _: u64) -> Result<Vec<Received>, QueueError> {
+            unreachable!("only sends are made")
+        }
+        async fn delete_batch(&self, _: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            unreachable!("only sends are made")
+        }
+        async fn change_visibility_batch(
+            &self,
+            _: &[String],
+            _: u64,
+        ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            unreachable!("only sends are made")
+        }
+        async fn stats(&self) -> Result<QueueStats, QueueError> {
+            unreachable!("only sends are made")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recreated_queue_is_left_a_second_before_it_is_used_again() {
+        let clock = SleptClock::default();
+        let queue = Recreated {
+            clock: &clock,
+            ready_ms: AtomicU64::new(u64::MAX),
+            sends: AtomicU64::new(0),
+        };
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        let calls = Calls {
+            queue: &queue,
+            clock: &clock,
+            policy: Policy::Real,
+            shutdown: &stop,
+        };
+        let bodies = vec!["m".to_string()];
+        calls
+            .call(|| queue.send_batch(&bodies))
+            .await
+            .expect("sent once the queue is ready");
+        assert_eq!(
+            queue.sends.load(Ordering::SeqCst),
+            2,
+            "one refused send, then one after the wait"
+        );
+        assert!(clock.mono_ms() >= QUEUE_READY_MS);
+    }
 
     #[test]
     fn batches_respect_entry_and_byte_limits() {
