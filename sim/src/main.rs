@@ -90,6 +90,10 @@ struct RunArgs {
     /// Write the run's fault schedule (TOML) here.
     #[arg(long)]
     schedule_out: Option<PathBuf>,
+    /// Write the run's trace here, one event per line (time in ms, kind,
+    /// hash, description), to read what happened on a failing seed.
+    #[arg(long)]
+    trace_out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -224,7 +228,13 @@ fn run(a: RunArgs) -> anyhow::Result<u8> {
     if let Some(path) = &a.schedule_out {
         std::fs::write(path, schedule.to_toml())?;
     }
-    let (out, wall_s) = timed(|| world::run(&schedule, a.check_determinism));
+    let capture = a.check_determinism || a.trace_out.is_some();
+    let (out, wall_s) = timed(|| world::run(&schedule, capture));
+    if let Some(path) = &a.trace_out {
+        let mut text = out.captured.as_deref().unwrap_or(&[]).join("\n");
+        text.push('\n');
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write the trace to {}: {e}", path.display()))?;
+    }
     let v = summary(&schedule, &out, wall_s);
     print(&v, a.json);
     if a.check_determinism {

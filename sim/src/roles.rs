@@ -301,9 +301,12 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
                 ctx.oracle.lock().expect("oracle lock").sweeps[k].resends.first_pass();
             }
             if let Ok(Some(driver::Step::Complete(report))) = step {
-                let now = crate::doubles::clock::sim_now_ms();
+                // Stamped with the step's start, not its end: the report
+                // describes the bucket as listed during the step, and the
+                // settle rule needs a report whose listing began after the
+                // queues emptied.
                 let id = finisher.sweep_id().to_owned();
-                ctx.last_reports.borrow_mut().insert(id, (now, report));
+                ctx.last_reports.borrow_mut().insert(id, (began, report));
             } else {
                 all_complete = false;
             }

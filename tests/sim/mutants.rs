@@ -156,6 +156,19 @@ fn duplicates_that_come_back_up_to_an_hour_later_are_all_reported_by_the_last_re
     assert!(out.report.duplicates > 0, "late copies ran again and were counted");
 }
 
+/// A seed CI found: a latent copy ran at 557.9 s and its segment landed
+/// while a reconciliation pass was listing the bucket. The run ended on
+/// that pass's report, stamped when it finished, and the checker flagged
+/// the segment as an unreported change. A report now counts from when its
+/// pass began, so the run goes on until a pass starts after the queues
+/// emptied, and the late copy is reported.
+#[test]
+fn a_copy_stored_while_the_last_pass_was_listing_is_reported_by_a_later_pass() {
+    let out = run("cloud-worst-case", 1_796_031_143, Policy::Real);
+    assert!(out.verdict.passed(), "{:?}", out.verdict.violations);
+    assert!(out.sim_ms > 557_000, "the late copy ran (ended at {} ms)", out.sim_ms);
+}
+
 #[test]
 fn a_driver_that_resends_a_key_only_once_is_caught_when_a_resend_is_lost_with_its_queue() {
     caught("deletion-window", 50, Policy::ResendOnce, "not-final");
