@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tally::core::Policy;
 use tally_sim::checker::trace::first_divergence;
-use tally_sim::faults::scenario::Scenario;
+use tally_sim::faults::scenario::{Scenario, Transport};
 use tally_sim::faults::schedule::Schedule;
 use tally_sim::world::{self, RunSummary};
 
@@ -72,6 +72,10 @@ struct Common {
     /// Protocol: real, or a planted bug the checker must catch.
     #[arg(long, default_value_t = Policy::Real)]
     policy: Policy,
+    /// Override the scenario's transport: `direct` (the simulator's RPC)
+    /// or `sdk` (production's AWS adapter through the AWS SDK).
+    #[arg(long, value_enum)]
+    transport: Option<Transport>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +152,12 @@ fn load(common: &Common) -> anyhow::Result<Scenario> {
         anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
         scenario.jobs = jobs;
     }
+    if let Some(transport) = common.transport {
+        scenario.transport = transport;
+        scenario
+            .check_transport()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", common.scenario.display()))?;
+    }
     Ok(scenario)
 }
 
@@ -155,6 +165,9 @@ fn replay_command(common: &Common, seed: u64) -> String {
     let mut cmd = format!("tally-sim run --scenario {} --seed {seed}", common.scenario.display());
     if common.policy != Policy::Real {
         cmd.push_str(&format!(" --policy {}", common.policy.name()));
+    }
+    if let Some(transport) = common.transport {
+        cmd.push_str(&format!(" --transport {}", transport.name()));
     }
     if let Some(jobs) = common.jobs {
         cmd.push_str(&format!(" --jobs {jobs}"));

@@ -55,8 +55,11 @@
 //! assert!(sqs.borrow().bodies("jobs").is_empty());
 //! ```
 
+mod http;
 mod queue;
 mod rpc;
+mod s3_rest;
+mod sqs_json;
 mod store;
 mod wire;
 
@@ -67,6 +70,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+pub use http::{sdk_clients, SimHttpClient};
 pub use queue::{serve_sqs, SimQueue};
 pub use store::{serve_s3, SimStore};
 
@@ -76,6 +80,10 @@ use crate::hosts::{S3Model, SqsModel};
 pub const SQS_PORT: u16 = 9324;
 /// The port the S3 host serves on.
 pub const S3_PORT: u16 = 9000;
+/// The port the SQS host answers the AWS SDK on (SQS's JSON protocol).
+pub const SQS_HTTP_PORT: u16 = 9325;
+/// The port the S3 host answers the AWS SDK on (S3's REST protocol).
+pub const S3_HTTP_PORT: u16 = 9001;
 /// The largest request or reply frame, in bytes.
 pub const FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// The longest long poll, as on SQS.

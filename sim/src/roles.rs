@@ -22,11 +22,11 @@ use tally::sweep::Sweep;
 use crate::checker::oracle::SharedOracle;
 use crate::doubles::clock::SimClock;
 use crate::doubles::experiment::{Messy, SimExperiment};
-use crate::faults::scenario::Scenario;
+use crate::faults::scenario::{Scenario, Transport};
 use crate::faults::schedule::{hosts, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::faults::tripwire::{Aim, SharedWires, Target, TripQueue, TripStore};
 use crate::hosts::QueueAttrs;
-use crate::net::{RpcConfig, SimQueue, SimStore};
+use crate::net::{sdk_clients, RpcConfig, SimHttpClient, SimQueue, SimStore};
 
 /// How often the reconciler host looks at the queues.
 const RECONCILE_POLL_MS: u64 = 1_000;
@@ -78,7 +78,7 @@ pub struct Ctx {
 
 /// The work, results and dead-letter queues and the bucket, as one host
 /// reaches them.
-type Reach = (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn BlobStore>);
+pub type Reach = (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn BlobStore>);
 
 impl Ctx {
     fn incarnation(&self, host: &str) -> u32 {
@@ -95,8 +95,8 @@ impl Ctx {
             host: host.to_owned(),
             wires: self.wires.clone(),
         };
-        let (jobs, results, dead) = queues(&self.scenario);
-        let trip = |inner: Arc<SimQueue>, target| -> Arc<dyn Queue> {
+        let (jobs, results, dead, store) = reach(&self.scenario);
+        let trip = |inner: Arc<dyn Queue>, target| -> Arc<dyn Queue> {
             Arc::new(TripQueue {
                 inner,
                 target,
@@ -108,7 +108,7 @@ impl Ctx {
             trip(results, Target::Results),
             dead,
             Arc::new(TripStore {
-                inner: store(),
+                inner: store,
                 aim: aim.clone(),
             }),
         )
@@ -319,15 +319,28 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
     }
 }
 
-/// The simulated queues, as a role host reaches them: created with the
-/// scenario's retention, as `ensure` creates them in production (14 days
-/// there; seconds in a scenario that makes messages expire mid-sweep).
-pub fn queues(scenario: &Scenario) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueue>) {
+/// The simulated queues (work, results, dead-letter) and the bucket, as a
+/// role host reaches them: created with the scenario's retention, as
+/// `ensure` creates them in production (14 days there; seconds in a
+/// scenario that makes messages expire mid-sweep). With the SDK transport
+/// they are production's adapter, `SqsQueue` and `S3Store` (with the
+/// bucket as its claim-check store), through the AWS SDK.
+pub fn reach(scenario: &Scenario) -> Reach {
+    match scenario.transport {
+        Transport::Direct => {
+            let (jobs, results, dead) = sim_queues(scenario);
+            (jobs, results, dead, Arc::new(SimStore::new(RpcConfig::new(hosts::S3))))
+        }
+        Transport::Sdk => sdk_reach(scenario),
+    }
+}
+
+fn sim_queues(scenario: &Scenario) -> (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>) {
     let visibility_ms = scenario.visibility_ms;
     let retention_ms = scenario.retention_ms.unwrap_or(QueueAttrs::default().retention_ms);
     let jobs_attrs = QueueAttrs {
         visibility_ms,
-        max_receives: Some(scenario.max_receives.unwrap_or(100)),
+        max_receives: Some(max_receives(scenario)),
         dead_letter: Some(format!("{JOBS_QUEUE}-dead")),
         retention_ms,
     };
@@ -348,7 +361,43 @@ pub fn queues(scenario: &Scenario) -> (Arc<SimQueue>, Arc<SimQueue>, Arc<SimQueu
     )
 }
 
-/// The simulated bucket, as a role host reaches it.
-pub fn store() -> Arc<SimStore> {
-    Arc::new(SimStore::new(RpcConfig::new(hosts::S3)))
+fn max_receives(scenario: &Scenario) -> u32 {
+    scenario.max_receives.unwrap_or(100)
+}
+
+/// The bucket's name in the simulated cloud (the model has one bucket).
+const BUCKET: &str = "tally";
+
+fn sdk_reach(scenario: &Scenario) -> Reach {
+    use tally::adapters::aws::{DeadLetter, S3Store, SqsQueue, SqsQueueConfig};
+    let http = SimHttpClient::new(RpcConfig::new(hosts::SQS), RpcConfig::new(hosts::S3));
+    let (sqs, s3) = sdk_clients(&http, hosts::SQS, hosts::S3);
+    let store: Arc<dyn BlobStore> = Arc::new(S3Store::new(s3, BUCKET, ""));
+    let visibility_s = scenario.visibility_ms / 1000;
+    let retention_s = scenario
+        .retention_ms
+        .map_or(tally::adapters::aws::queue::RETENTION_S, |ms| ms / 1000);
+    let config = |visibility_s: u64, dead_letter: Option<DeadLetter>| SqsQueueConfig {
+        visibility_s,
+        retention_s,
+        dead_letter,
+        ..SqsQueueConfig::default()
+    };
+    let dead_name = format!("{JOBS_QUEUE}-dead");
+    let jobs = config(
+        visibility_s,
+        Some(DeadLetter {
+            queue: dead_name.clone(),
+            max_receives: max_receives(scenario),
+        }),
+    );
+    let queue = |name: &str, config| -> Arc<dyn Queue> {
+        Arc::new(SqsQueue::new(sqs.clone(), name, config, Some(Arc::clone(&store))))
+    };
+    (
+        queue(JOBS_QUEUE, jobs),
+        queue(RESULTS_QUEUE, config(2 * visibility_s, None)),
+        queue(&dead_name, config(30, None)),
+        Arc::clone(&store),
+    )
 }

@@ -64,6 +64,37 @@ pub struct Scenario {
     /// queues and bucket (unset: one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweeps: Option<u32>,
+    /// How the roles reach the simulated cloud: the simulator's direct
+    /// RPC, or production's AWS adapter (`SqsQueue`, `S3Store`) through
+    /// the AWS SDK over a simulated HTTP transport.
+    #[serde(default, skip_serializing_if = "Transport::is_direct")]
+    pub transport: Transport,
+}
+
+/// How the roles reach the simulated SQS and S3 hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `SimQueue` and `SimStore`, over the simulator's own RPC.
+    #[default]
+    Direct,
+    /// `SqsQueue` and `S3Store`, production's adapter, through the AWS SDK.
+    Sdk,
+}
+
+impl Transport {
+    /// Whether this is the direct RPC (the default).
+    pub fn is_direct(&self) -> bool {
+        *self == Self::Direct
+    }
+
+    /// The name scenario files and flags use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Sdk => "sdk",
+        }
+    }
 }
 
 fn default_jobs() -> u64 {
@@ -348,6 +379,18 @@ impl Scenario {
         }
         if self.sweeps.is_some_and(|n| !(1..=16).contains(&n)) {
             return Err("sweeps must lie between 1 and 16".into());
+        }
+        self.check_transport()
+    }
+
+    /// SQS takes visibility timeouts and retention periods in whole
+    /// seconds: a scenario run through the SDK must give them so.
+    pub fn check_transport(&self) -> Result<(), String> {
+        if self.transport == Transport::Sdk
+            && (!self.visibility_ms.is_multiple_of(1000)
+                || self.retention_ms.is_some_and(|ms| !ms.is_multiple_of(1000)))
+        {
+            return Err("with transport = \"sdk\", visibility_ms and retention_ms must be whole seconds".into());
         }
         Ok(())
     }

@@ -12,21 +12,27 @@ use tally::core::{EntryError, Queue, QueueError, QueueStats, Received};
 use tokio::sync::Notify;
 use turmoil::net::UdpSocket;
 
+use super::http::HttpFrame;
 use super::rpc::{self, Caller, Lost};
+use super::sqs_json;
 use super::wire::{from_wire_statuses, to_wire_statuses, WireQueueError, WireReceived, WireStatuses};
-use super::{RpcConfig, SharedSqs, SQS_PORT, WAIT_MAX_MS};
+use super::{RpcConfig, SharedSqs, SQS_HTTP_PORT, SQS_PORT, WAIT_MAX_MS};
 use crate::doubles::clock::sim_now_ms;
 use crate::hosts::{QueueAttrs, SqsModel};
 
 /// A request. Borrowed where the client sends it (nothing is copied to
 /// build it), owned where the server reads it.
 #[derive(Debug, Serialize, Deserialize)]
-enum SqsRequest<'a> {
+pub(crate) enum SqsRequest<'a> {
     Ensure {
         queue: Cow<'a, str>,
         attrs: QueueAttrs,
     },
     DeleteQueue {
+        queue: Cow<'a, str>,
+    },
+    /// Whether the queue can be used (GetQueueUrl).
+    Lookup {
         queue: Cow<'a, str>,
     },
     Send {
@@ -54,7 +60,7 @@ enum SqsRequest<'a> {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum SqsReply {
+pub(crate) enum SqsReply {
     Done,
     Entries(WireStatuses),
     Received(Vec<WireReceived>),
@@ -85,6 +91,7 @@ fn apply(model: &mut SqsModel, request: SqsRequest<'_>, now_ms: u64) -> SqsReply
     match request {
         SqsRequest::Ensure { queue, attrs } => done(model.ensure(&queue, &attrs, now_ms)),
         SqsRequest::DeleteQueue { queue } => done(model.delete_queue(&queue, now_ms)),
+        SqsRequest::Lookup { queue } => done(model.lookup(&queue, now_ms)),
         SqsRequest::Send { queue, bodies } => entries(model.send_batch(&queue, &bodies, now_ms)),
         SqsRequest::Receive {
             queue,
@@ -104,58 +111,105 @@ fn apply(model: &mut SqsModel, request: SqsRequest<'_>, now_ms: u64) -> SqsReply
     }
 }
 
-/// Serve `model` on [`SQS_PORT`] of the current host until the host stops.
+/// Where an answer goes, and in which protocol: the direct RPC's reply,
+/// or the SDK's HTTP answer for the action it asked.
+struct Respond {
+    socket: Rc<UdpSocket>,
+    from: SocketAddr,
+    id: u64,
+    http: Option<sqs_json::Op>,
+}
+
+impl Respond {
+    fn send(self, reply: SqsReply) {
+        match &self.http {
+            None => rpc::reply(&self.socket, self.from, self.id, &reply),
+            Some(op) => rpc::reply(&self.socket, self.from, self.id, &sqs_json::encode(op, reply)),
+        }
+    }
+}
+
+/// Serve `model` on [`SQS_PORT`] (the direct RPC) and [`SQS_HTTP_PORT`]
+/// (the AWS SDK's JSON protocol) of the current host until the host stops.
 /// Use as a host's software: `sim.host("sqs", move || serve_sqs(model.clone()))`.
 pub async fn serve_sqs(model: SharedSqs) -> turmoil::Result {
     let socket = Rc::new(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, SQS_PORT)).await?);
+    let http = Rc::new(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, SQS_HTTP_PORT)).await?);
     // Per queue: wakes its parked long polls when messages may have become
     // visible there.
     let mut changes: BTreeMap<String, Rc<Notify>> = BTreeMap::new();
     loop {
-        let (frame, from) = rpc::recv_frame::<SqsRequest<'static>>(&socket).await?;
-        match frame.body {
-            SqsRequest::Receive {
-                queue,
-                max,
-                visibility_ms,
-                wait_ms,
-            } if wait_ms > 0 => {
-                let poll = LongPoll {
-                    model: Rc::clone(&model),
-                    socket: Rc::clone(&socket),
-                    changes: Rc::clone(changes.entry(queue.to_string()).or_default()),
-                    from,
-                    id: frame.id,
-                    queue: queue.into_owned(),
-                    max: max as usize,
-                    visibility_ms,
-                    deadline_ms: sim_now_ms() + wait_ms.min(WAIT_MAX_MS),
-                };
-                tokio::task::spawn_local(poll.run());
+        let (request, respond) = tokio::select! {
+            biased;
+            got = rpc::recv_frame::<SqsRequest<'static>>(&socket) => {
+                let (frame, from) = got?;
+                let respond = Respond { socket: Rc::clone(&socket), from, id: frame.id, http: None };
+                (frame.body, respond)
             }
-            request => {
-                // A parked poll must hear of new messages, and of its queue's
-                // end. A send wakes one poll per message at most (a woken
-                // poll takes up to ten): waking every poll of a busy queue
-                // on every send would cost more than the sends.
-                let wake = match &request {
-                    SqsRequest::Send { queue, bodies } => Some((queue.to_string(), Some(bodies.len()))),
-                    SqsRequest::ChangeVisibility { queue, .. } | SqsRequest::DeleteQueue { queue } => {
-                        Some((queue.to_string(), None))
+            got = rpc::recv_frame::<HttpFrame>(&http) => {
+                let (frame, from) = got?;
+                match sqs_json::decode(&frame.body) {
+                    Ok((request, op)) => {
+                        (request, Respond { socket: Rc::clone(&http), from, id: frame.id, http: Some(op) })
                     }
-                    _ => None,
-                };
-                let reply = apply(&mut model.borrow_mut(), request, sim_now_ms());
-                if let Some((queue, count)) = wake {
-                    if let Some(polls) = changes.get(&queue) {
-                        match count {
-                            Some(n) => (0..n).for_each(|_| polls.notify_one()),
-                            None => polls.notify_waiters(),
-                        }
+                    Err(refused) => {
+                        rpc::reply(&http, from, frame.id, &refused);
+                        continue;
                     }
                 }
-                rpc::reply(&socket, from, frame.id, &reply);
             }
+        };
+        serve_one(&model, &mut changes, request, respond);
+    }
+}
+
+/// Answer one request, or park it if it is a long poll.
+fn serve_one(
+    model: &SharedSqs,
+    changes: &mut BTreeMap<String, Rc<Notify>>,
+    request: SqsRequest<'static>,
+    respond: Respond,
+) {
+    match request {
+        SqsRequest::Receive {
+            queue,
+            max,
+            visibility_ms,
+            wait_ms,
+        } if wait_ms > 0 => {
+            let poll = LongPoll {
+                model: Rc::clone(model),
+                changes: Rc::clone(changes.entry(queue.to_string()).or_default()),
+                respond,
+                queue: queue.into_owned(),
+                max: max as usize,
+                visibility_ms,
+                deadline_ms: sim_now_ms() + wait_ms.min(WAIT_MAX_MS),
+            };
+            tokio::task::spawn_local(poll.run());
+        }
+        request => {
+            // A parked poll must hear of new messages, and of its queue's
+            // end. A send wakes one poll per message at most (a woken
+            // poll takes up to ten): waking every poll of a busy queue
+            // on every send would cost more than the sends.
+            let wake = match &request {
+                SqsRequest::Send { queue, bodies } => Some((queue.to_string(), Some(bodies.len()))),
+                SqsRequest::ChangeVisibility { queue, .. } | SqsRequest::DeleteQueue { queue } => {
+                    Some((queue.to_string(), None))
+                }
+                _ => None,
+            };
+            let reply = apply(&mut model.borrow_mut(), request, sim_now_ms());
+            if let Some((queue, count)) = wake {
+                if let Some(polls) = changes.get(&queue) {
+                    match count {
+                        Some(n) => (0..n).for_each(|_| polls.notify_one()),
+                        None => polls.notify_waiters(),
+                    }
+                }
+            }
+            respond.send(reply);
         }
     }
 }
@@ -168,10 +222,8 @@ const RECHECK_MS: u64 = 1_000;
 /// A receive waiting inside the host for a message to become visible.
 struct LongPoll {
     model: SharedSqs,
-    socket: Rc<UdpSocket>,
     changes: Rc<Notify>,
-    from: SocketAddr,
-    id: u64,
+    respond: Respond,
     queue: String,
     max: usize,
     visibility_ms: u64,
@@ -191,7 +243,7 @@ impl LongPoll {
                 .receive_long(&self.queue, self.max, self.visibility_ms, now_ms);
             let empty = matches!(&result, Ok(got) if got.is_empty());
             if !empty || now_ms >= self.deadline_ms {
-                rpc::reply(&self.socket, self.from, self.id, &received(result));
+                self.respond.send(received(result));
                 return;
             }
             let next_ms = self

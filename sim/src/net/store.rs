@@ -7,13 +7,15 @@ use serde::{Deserialize, Serialize};
 use tally::core::{BlobStore, PutOutcome, StoreError};
 use turmoil::net::UdpSocket;
 
+use super::http::HttpFrame;
 use super::rpc::{self, Caller, Lost};
+use super::s3_rest;
 use super::wire::WireStoreError;
-use super::{RpcConfig, SharedS3, S3_PORT};
+use super::{RpcConfig, SharedS3, S3_HTTP_PORT, S3_PORT};
 use crate::hosts::{S3Model, LIST_PAGE_MAX};
 
 #[derive(Debug, Serialize, Deserialize)]
-enum S3Request {
+pub(crate) enum S3Request {
     Put {
         key: String,
         #[serde(with = "serde_bytes")]
@@ -31,7 +33,7 @@ enum S3Request {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum S3Reply {
+pub(crate) enum S3Reply {
     Put {
         created: bool,
     },
@@ -61,14 +63,29 @@ fn apply(model: &mut S3Model, request: S3Request) -> S3Reply {
     result.unwrap_or_else(|e| S3Reply::Failed(e.into()))
 }
 
-/// Serve `model` on [`S3_PORT`] of the current host until the host stops.
+/// Serve `model` on [`S3_PORT`] (the direct RPC) and [`S3_HTTP_PORT`] (the
+/// AWS SDK's REST protocol) of the current host until the host stops.
 /// Use as a host's software: `sim.host("s3", move || serve_s3(model.clone()))`.
 pub async fn serve_s3(model: SharedS3) -> turmoil::Result {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, S3_PORT)).await?;
+    let http = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, S3_HTTP_PORT)).await?;
     loop {
-        let (frame, from) = rpc::recv_frame::<S3Request>(&socket).await?;
-        let reply = apply(&mut model.borrow_mut(), frame.body);
-        rpc::reply(&socket, from, frame.id, &reply);
+        tokio::select! {
+            biased;
+            got = rpc::recv_frame::<S3Request>(&socket) => {
+                let (frame, from) = got?;
+                let reply = apply(&mut model.borrow_mut(), frame.body);
+                rpc::reply(&socket, from, frame.id, &reply);
+            }
+            got = rpc::recv_frame::<HttpFrame>(&http) => {
+                let (frame, from) = got?;
+                let reply = match s3_rest::decode(frame.body) {
+                    Ok((request, op)) => s3_rest::encode(&op, apply(&mut model.borrow_mut(), request)),
+                    Err(answer) => answer,
+                };
+                rpc::reply(&http, from, frame.id, &reply);
+            }
+        }
     }
 }
 

@@ -68,6 +68,14 @@ impl SqsModel {
         Ok(())
     }
 
+    /// GetQueueUrl (and GetQueueAttributes asking only for the ARN):
+    /// whether `queue` can be used, with the same answers as any other
+    /// call on it.
+    pub fn lookup(&mut self, queue: &str, now_ms: u64) -> Result<(), QueueError> {
+        self.throttled()?;
+        self.open(queue, now_ms)
+    }
+
     /// Create `queue` with `attrs` unless it exists with the same attributes.
     pub fn ensure(&mut self, queue: &str, attrs: &QueueAttrs, now_ms: u64) -> Result<(), QueueError> {
         self.throttled()?;
