@@ -23,21 +23,27 @@ cargo test --workspace --all-targets
 # The simulator's randomized sweep: every scenario, fresh seeds each run
 # (printed), within a fixed wall-clock budget. A violation fails the suite
 # and prints the command that replays it. six-million.toml is not swept:
-# it runs once below, at a tenth of its size.
+# it runs once below, at a tenth of its size. Two scenarios are swept a
+# second time through production's AWS adapter and the AWS SDK
+# (--transport sdk), which costs about four times as much per seed.
 echo "== simulator sweep"
 cargo build --release -p tally-sim
 sim=target/release/tally-sim
 base=${TALLY_SIM_SEED:-$(date +%s)}
 budget=${TALLY_SIM_BUDGET_S:-300}
-scenarios=()
+sweeps=()
 for s in scenarios/*.toml; do
-    [ "$s" = scenarios/six-million.toml ] || scenarios+=("$s")
+    [ "$s" = scenarios/six-million.toml ] || sweeps+=("$s")
 done
-per=$(( budget / ${#scenarios[@]} ))
-echo "seeds from $base, ${per} s per scenario"
+sdk_sweeps=(scenarios/cloud-worst-case.toml scenarios/lost-replies.toml)
+per=$(( budget / (${#sweeps[@]} + 2 * ${#sdk_sweeps[@]}) ))
+echo "seeds from $base, ${per} s per scenario (twice that for each through the SDK)"
 status=0
-for s in "${scenarios[@]}"; do
+for s in "${sweeps[@]}"; do
     "$sim" sweep --scenario "$s" --seeds "$base..$((base + 100000))" --budget-s "$per" || status=1
+done
+for s in "${sdk_sweeps[@]}"; do
+    "$sim" sweep --scenario "$s" --transport sdk --seeds "$base..$((base + 100000))" --budget-s $((2 * per)) || status=1
 done
 
 # The full-scale scenario at 600,000 jobs with a fresh seed: every key
@@ -46,6 +52,8 @@ done
 # caught: the checker can fail at this scale too.
 echo "== six-million scenario at 600,000 jobs"
 "$sim" run --scenario scenarios/six-million.toml --jobs 600000 --seed "$base" || status=1
+# The same scenario through the AWS SDK, at a size that fits CI.
+"$sim" run --scenario scenarios/six-million.toml --jobs 200000 --transport sdk --seed "$base" || status=1
 if "$sim" run --scenario scenarios/six-million.toml --jobs 60000 --seed 1 --policy naive; then
     echo "the naive protocol passed the six-million scenario: the checker missed it"
     status=1

@@ -186,6 +186,7 @@ fn summary(schedule: &Schedule, out: &RunSummary, wall_s: f64) -> serde_json::Va
     let r = &out.report;
     serde_json::json!({
         "scenario": schedule.resolved.scenario.name,
+        "transport": schedule.resolved.scenario.transport.name(),
         "seed": schedule.seed,
         "policy": schedule.policy.name(),
         "jobs": schedule.resolved.scenario.jobs,
@@ -204,6 +205,7 @@ fn summary(schedule: &Schedule, out: &RunSummary, wall_s: f64) -> serde_json::Va
         "violations": out.verdict.counts,
         "first_violations": out.verdict.violations,
         "passed": out.verdict.passed(),
+        "sdk_answers": out.sdk_answers,
     })
 }
 

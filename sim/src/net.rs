@@ -70,7 +70,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-pub use http::{sdk_clients, SimHttpClient};
+pub use http::{sdk_clients, take_sdk_answers, SimHttpClient};
 pub use queue::{serve_sqs, SimQueue};
 pub use store::{serve_s3, SimStore};
 

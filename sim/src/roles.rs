@@ -74,6 +74,9 @@ pub struct Ctx {
     /// Every sweep of the run, `sweep` first; all are submitted at once
     /// and driven through the same queues and bucket.
     pub sweeps: Vec<Sweep>,
+    /// Roles that stopped on an error (when, which host, the error): in
+    /// production the process would exit, so the checker flags each.
+    pub role_failures: RefCell<Vec<(u64, String, String)>>,
 }
 
 /// The work, results and dead-letter queues and the bucket, as one host
@@ -95,7 +98,7 @@ impl Ctx {
             host: host.to_owned(),
             wires: self.wires.clone(),
         };
-        let (jobs, results, dead, store) = reach(&self.scenario);
+        let (jobs, results, dead, store) = reach(&self.scenario, self.policy);
         let trip = |inner: Arc<dyn Queue>, target| -> Arc<dyn Queue> {
             Arc::new(TripQueue {
                 inner,
@@ -125,14 +128,21 @@ impl Ctx {
     }
 }
 
-/// Run `role` until it succeeds, pausing a second after each failure.
-async fn supervise<F, Fut>(clock: &dyn Clock, mut role: F)
+/// Run `role` until it succeeds, pausing a second after each failure, as
+/// a service manager would. Each failure is recorded: a role stops only
+/// on an error tally's retry layer takes for permanent, and a production
+/// process would exit on it.
+async fn supervise<F, Fut>(ctx: &Ctx, host: &str, clock: &dyn Clock, mut role: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), CallError>>,
 {
     while let Err(e) = role().await {
         tracing::debug!(error = %e, "role failed; restarting it");
+        let now = crate::doubles::clock::sim_now_ms();
+        ctx.role_failures
+            .borrow_mut()
+            .push((now, host.to_owned(), e.to_string()));
         clock.sleep(1_000).await;
     }
 }
@@ -164,7 +174,7 @@ async fn submitter(ctx: Rc<Ctx>) -> turmoil::Result {
         window: None,
     };
     let stop = tally::core::never();
-    supervise(&*clock, || async {
+    supervise(&ctx, hosts::SUBMITTER, &*clock, || async {
         for q in [&dead, &jobs, &results] {
             let calls = Calls {
                 queue: &**q,
@@ -218,10 +228,10 @@ async fn worker(ctx: Rc<Ctx>, k: u32) -> turmoil::Result {
     });
     let mut set = tokio::task::JoinSet::new();
     for slot in 0..ctx.scenario.slots as usize {
-        let (w, clock) = (w.clone(), clock.clone());
-        set.spawn(async move {
+        let (w, clock, ctx, host) = (w.clone(), clock.clone(), ctx.clone(), host.clone());
+        set.spawn_local(async move {
             let stop = tally::core::never();
-            supervise(&*clock, || w.run(slot, stop.clone())).await;
+            supervise(&ctx, &host, &*clock, || w.run(slot, stop.clone())).await;
         });
     }
     while set.join_next().await.is_some() {}
@@ -247,7 +257,7 @@ async fn aggregator(ctx: Rc<Ctx>) -> turmoil::Result {
         },
         stats: Arc::new(AggregatorStats::default()),
     };
-    supervise(&*clock, || a.run(tally::core::never())).await;
+    supervise(&ctx, hosts::AGGREGATOR, &*clock, || a.run(tally::core::never())).await;
     Ok(())
 }
 
@@ -325,13 +335,13 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
 /// scenario that makes messages expire mid-sweep). With the SDK transport
 /// they are production's adapter, `SqsQueue` and `S3Store` (with the
 /// bucket as its claim-check store), through the AWS SDK.
-pub fn reach(scenario: &Scenario) -> Reach {
+pub fn reach(scenario: &Scenario, policy: Policy) -> Reach {
     match scenario.transport {
         Transport::Direct => {
             let (jobs, results, dead) = sim_queues(scenario);
             (jobs, results, dead, Arc::new(SimStore::new(RpcConfig::new(hosts::S3))))
         }
-        Transport::Sdk => sdk_reach(scenario),
+        Transport::Sdk => sdk_reach(scenario, policy),
     }
 }
 
@@ -368,11 +378,11 @@ fn max_receives(scenario: &Scenario) -> u32 {
 /// The bucket's name in the simulated cloud (the model has one bucket).
 const BUCKET: &str = "tally";
 
-fn sdk_reach(scenario: &Scenario) -> Reach {
+fn sdk_reach(scenario: &Scenario, policy: Policy) -> Reach {
     use tally::adapters::aws::{DeadLetter, S3Store, SqsQueue, SqsQueueConfig};
     let http = SimHttpClient::new(RpcConfig::new(hosts::SQS), RpcConfig::new(hosts::S3));
     let (sqs, s3) = sdk_clients(&http, hosts::SQS, hosts::S3);
-    let store: Arc<dyn BlobStore> = Arc::new(S3Store::new(s3, BUCKET, ""));
+    let store: Arc<dyn BlobStore> = Arc::new(S3Store::new(s3, BUCKET, "").with_policy(policy));
     let visibility_s = scenario.visibility_ms / 1000;
     let retention_s = scenario
         .retention_ms
@@ -392,12 +402,12 @@ fn sdk_reach(scenario: &Scenario) -> Reach {
         }),
     );
     let queue = |name: &str, config| -> Arc<dyn Queue> {
-        Arc::new(SqsQueue::new(sqs.clone(), name, config, Some(Arc::clone(&store))))
+        Arc::new(SqsQueue::new(sqs.clone(), name, config, Some(Arc::clone(&store))).with_policy(policy))
     };
     (
         queue(JOBS_QUEUE, jobs),
         queue(RESULTS_QUEUE, config(2 * visibility_s, None)),
-        queue(&dead_name, config(30, None)),
+        queue(&dead_name, config(visibility_s, None)),
         Arc::clone(&store),
     )
 }

@@ -52,6 +52,10 @@ pub struct RunSummary {
     pub finished: bool,
     /// Faults applied.
     pub faults: usize,
+    /// With the SDK transport: the error answers the AWS SDK received, by
+    /// the branch of the adapter's classification each takes
+    /// ([`crate::net::take_sdk_answers`]).
+    pub sdk_answers: BTreeMap<String, u64>,
 }
 
 /// The sweep every simulated run submits.
@@ -175,6 +179,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
     let oracle = oracles(&sweeps, s.jobs, s.worst.undercount_rate == 0.0);
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(capture)));
     let r = &schedule.resolved;
+    crate::net::take_sdk_answers();
     let (sqs, s3) = cloud(schedule, &oracle, &trace);
     let mut builder = sim_builder(schedule.seed);
     builder
@@ -204,11 +209,17 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         last_reports: RefCell::new(BTreeMap::new()),
         messy,
         sweeps,
+        role_failures: RefCell::new(Vec::new()),
     });
     roles::add_hosts(&mut sim, &ctx);
     let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace);
     drop(sim);
-    let (report, verdict) = final_check(&ctx, &s3, &oracle);
+    let (report, mut verdict) = final_check(&ctx, &s3, &oracle);
+    for (at, host, error) in ctx.role_failures.borrow().iter() {
+        // A role stops only on an error its retry layer took for
+        // permanent; in production the process would exit.
+        verdict.flag("role-failed", None, format!("{host} stopped at {at} ms: {error}"));
+    }
     let mut t = trace.lock().expect("trace lock");
     RunSummary {
         report,
@@ -219,6 +230,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         sim_ms,
         finished,
         faults,
+        sdk_answers: crate::net::take_sdk_answers(),
     }
 }
 

@@ -11,6 +11,7 @@ mod mutants;
 mod regressions;
 mod replay;
 mod schedules;
+mod sdk;
 
 use std::path::PathBuf;
 

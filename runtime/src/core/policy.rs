@@ -55,11 +55,22 @@ pub enum Policy {
     /// The worker runs a job whatever its receive count: a job that kills
     /// its worker is never recorded as given up.
     NoGiveUp,
+    /// The SQS adapter reads a batch entry that failed as sent, deleted or
+    /// changed.
+    EntryFailureOk,
+    /// The S3 adapter drops the second page of every listing.
+    SkipPage,
+    /// The AWS adapter takes a throttling error for a permanent one.
+    ThrottlePermanent,
+    /// The S3 adapter takes a 412 on a create-only write for an error
+    /// rather than for "the key is taken", so a segment whose first write
+    /// landed unacknowledged is never taken for stored.
+    ErrorOn412,
 }
 
 impl Policy {
     /// Every policy, real first.
-    pub const ALL: [Policy; 13] = [
+    pub const ALL: [Policy; 17] = [
         Self::Real,
         Self::Naive,
         Self::NoRecreate,
@@ -73,6 +84,10 @@ impl Policy {
         Self::AbandonLostLease,
         Self::BlindConflicts,
         Self::NoGiveUp,
+        Self::EntryFailureOk,
+        Self::SkipPage,
+        Self::ThrottlePermanent,
+        Self::ErrorOn412,
     ];
 
     /// The worker deletes each job message as soon as it receives it.
@@ -143,6 +158,26 @@ impl Policy {
         self != Self::NoGiveUp
     }
 
+    /// The SQS adapter reports each failed batch entry as failed.
+    pub fn reads_entry_failures(self) -> bool {
+        self != Self::EntryFailureOk
+    }
+
+    /// The S3 adapter keeps every page of a listing.
+    pub fn reads_every_page(self) -> bool {
+        self != Self::SkipPage
+    }
+
+    /// The AWS adapter retries throttling errors.
+    pub fn retries_throttling(self) -> bool {
+        self != Self::ThrottlePermanent
+    }
+
+    /// The S3 adapter takes a 412 on a create-only write for "taken".
+    pub fn takes_412_for_taken(self) -> bool {
+        self != Self::ErrorOn412
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -159,6 +194,10 @@ impl Policy {
             Self::AbandonLostLease => "abandon-lost-lease",
             Self::BlindConflicts => "blind-conflicts",
             Self::NoGiveUp => "no-give-up",
+            Self::EntryFailureOk => "entry-failure-ok",
+            Self::SkipPage => "skip-page",
+            Self::ThrottlePermanent => "throttle-permanent",
+            Self::ErrorOn412 => "error-on-412",
         }
     }
 }

@@ -165,15 +165,76 @@ async fn send(caller: &Caller, mut request: HttpRequest) -> Result<Response<SdkB
         0
     };
     let reply: HttpReply = caller.call(&frame, wait_ms).await.map_err(|e| match e {
-        Lost::Unknown { code, message } => ConnectorError::timeout(format!("{code}: {message}").into()),
+        Lost::Unknown { code, message } => {
+            note_answer(format!("Retryable: no answer ({code})"));
+            ConnectorError::timeout(format!("{code}: {message}").into())
+        }
         Lost::TooLarge(len) => ConnectorError::user(format!("a {len}-byte request is over the frame limit").into()),
     })?;
+    note_reply(&reply);
     let status = StatusCode::try_from(reply.status).map_err(|e| ConnectorError::other(e.into(), None))?;
     let mut response = Response::new(status, SdkBody::from(reply.body));
     for (name, value) in reply.headers {
         response.headers_mut().insert(name, value);
     }
     Ok(response)
+}
+
+thread_local! {
+    /// The answers the SDK got in this thread's run, by the branch of the
+    /// adapter's error classification each one takes (a simulation runs
+    /// on one thread; [`take_sdk_answers`] empties it).
+    static ANSWERS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+fn note_answer(branch: String) {
+    ANSWERS.with_borrow_mut(|a| *a.entry(branch).or_default() += 1);
+}
+
+/// The error answers the AWS SDK received since the last call, by the
+/// branch of `tally::adapters::aws::classify_code` each takes (`class:
+/// code status`), with batch entries' failures (`entry sender-fault:
+/// code`, `entry retryable: code`) and transport losses.
+pub fn take_sdk_answers() -> std::collections::BTreeMap<String, u64> {
+    ANSWERS.with_borrow_mut(std::mem::take)
+}
+
+/// Note which branch of the adapter's classification `reply` takes.
+fn note_reply(reply: &HttpReply) {
+    let text = String::from_utf8_lossy(&reply.body);
+    if reply.status >= 300 {
+        let query = reply
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-amzn-query-error")
+            .and_then(|(_, v)| v.split(';').next());
+        let xml = text
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(c, _)| c);
+        let json = text
+            .split_once("#")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(c, _)| c);
+        let code = query.or(xml).or(json).unwrap_or("");
+        let class = tally::adapters::aws::classify_code(code, Some(reply.status));
+        note_answer(format!("{class:?}: {code} {}", reply.status));
+        return;
+    }
+    if !text.contains("\"Failed\":[{") {
+        return;
+    }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+        for f in v["Failed"].as_array().into_iter().flatten() {
+            let kind = if f["SenderFault"].as_bool() == Some(true) {
+                "sender-fault"
+            } else {
+                "retryable"
+            };
+            note_answer(format!("entry {kind}: {}", f["Code"].as_str().unwrap_or("")));
+        }
+    }
 }
 
 /// The simulation's clock, for signing.

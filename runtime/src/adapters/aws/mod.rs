@@ -138,6 +138,12 @@ const THROTTLING: &[&str] = &[
     "OperationAborted",
 ];
 
+/// Whether `code` is one of the throttling or transient codes AWS asks
+/// clients to retry.
+pub fn is_throttling(code: &str) -> bool {
+    THROTTLING.contains(&code)
+}
+
 /// Classify an error code and HTTP status into what tally should do.
 pub fn classify_code(code: &str, status: Option<u16>) -> Class {
     match code {
@@ -186,6 +192,18 @@ where
         other => causes(other),
     };
     Failure { class, code, message }
+}
+
+/// `f`, as a planted bug in `policy` may misread it: a throttling
+/// error taken for a permanent one.
+pub fn misread(f: Failure, policy: crate::core::Policy) -> Failure {
+    if !policy.retries_throttling() && f.class == Class::Retryable && is_throttling(&f.code) {
+        return Failure {
+            class: Class::Permanent,
+            ..f
+        };
+    }
+    f
 }
 
 /// An error and its causes on one line, without debug dumps.

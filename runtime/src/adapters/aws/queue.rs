@@ -21,9 +21,9 @@ use aws_sdk_sqs::Client;
 use tracing::warn;
 
 use super::batch::{by_request_bytes, check_batch, statuses, visibility_s, wait_s};
-use super::{classify, Class, Failure, VISIBILITY_S_MAX};
+use super::{classify, misread, Class, Failure, VISIBILITY_S_MAX};
 use crate::core::retry::BATCH_MAX;
-use crate::core::{BlobStore, EntryError, PutOutcome, Queue, QueueError, QueueStats, Received, StoreError};
+use crate::core::{BlobStore, EntryError, Policy, PutOutcome, Queue, QueueError, QueueStats, Received, StoreError};
 
 /// Retention of every queue tally creates: the 14-day maximum, so a paused
 /// sweep loses nothing to expiry.
@@ -77,6 +77,7 @@ pub struct SqsQueue {
     config: SqsQueueConfig,
     url: Mutex<Option<String>>,
     claims: Option<Arc<dyn BlobStore>>,
+    policy: Policy,
 }
 
 fn to_queue_error(queue: &str, f: Failure) -> QueueError {
@@ -131,10 +132,34 @@ impl SqsQueue {
             config,
             url: Mutex::new(None),
             claims,
+            policy: Policy::Real,
+        }
+    }
+
+    /// The same queue with a planted bug of `policy` (the simulator's
+    /// checks must catch it); [`Policy::Real`] is tally's adapter.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Per-entry statuses of a batch answer, as the policy reads them.
+    fn statuses<'a>(
+        &self,
+        n: usize,
+        ok: impl Iterator<Item = &'a str>,
+        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+    ) -> Vec<Result<(), EntryError>> {
+        let out = statuses(n, ok, failed);
+        if self.policy.reads_entry_failures() {
+            out
+        } else {
+            vec![Ok(()); n]
         }
     }
 
     fn fail(&self, f: Failure) -> QueueError {
+        let f = misread(f, self.policy);
         if f.class == Class::Missing {
             *self.url.lock().expect("url lock") = None;
         }
@@ -162,7 +187,21 @@ impl SqsQueue {
 
     /// The ARN of the queue called `name`, creating it (as a dead-letter
     /// queue: maximum retention) if it does not exist.
+    ///
+    /// Another process may have created it a moment ago: SQS may then
+    /// still deny it (CreateQueue API Reference: "you must wait at least
+    /// one second after the queue is created to be able to use the
+    /// queue"), and it may have other attributes than these, so that
+    /// CreateQueue refuses with `QueueAlreadyExists`. Both are worth
+    /// another try, not a stop: they come back as retryable.
     async fn dead_letter_arn(&self, name: &str) -> Result<String, QueueError> {
+        let not_ready = |e: QueueError| match e {
+            QueueError::Missing { code, .. } => QueueError::Retryable {
+                code,
+                message: format!("dead-letter queue {name} was created a moment ago and does not answer yet"),
+            },
+            other => other,
+        };
         let url = match lookup_url(&self.client, name).await {
             Ok(url) => url,
             Err(QueueError::Missing { .. }) => {
@@ -173,8 +212,14 @@ impl SqsQueue {
                     .attributes(QueueAttributeName::MessageRetentionPeriod, RETENTION_S.to_string())
                     .send()
                     .await
-                    .map_err(|e| to_queue_error(name, classify(&e)))?;
-                created.queue_url().unwrap_or_default().to_owned()
+                    .map_err(|e| classify(&e));
+                match created {
+                    Ok(out) => out.queue_url().unwrap_or_default().to_owned(),
+                    Err(f) if f.code.ends_with("QueueAlreadyExists") || f.code.ends_with("QueueNameExists") => {
+                        lookup_url(&self.client, name).await.map_err(not_ready)?
+                    }
+                    Err(f) => return Err(to_queue_error(name, f)),
+                }
             }
             Err(e) => return Err(e),
         };
@@ -185,7 +230,7 @@ impl SqsQueue {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| to_queue_error(name, classify(&e)))?;
+            .map_err(|e| not_ready(to_queue_error(name, classify(&e))))?;
         attrs
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn))
@@ -249,11 +294,7 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| self.fail(classify(&e)))?;
-        Ok(statuses(
-            bodies.len(),
-            out.successful().iter().map(|s| s.id()),
-            out.failed(),
-        ))
+        Ok(self.statuses(bodies.len(), out.successful().iter().map(|s| s.id()), out.failed()))
     }
 }
 
@@ -401,11 +442,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| self.fail(classify(&e)))?;
-        Ok(statuses(
-            handles.len(),
-            out.successful().iter().map(|s| s.id()),
-            out.failed(),
-        ))
+        Ok(self.statuses(handles.len(), out.successful().iter().map(|s| s.id()), out.failed()))
     }
 
     async fn change_visibility_batch(
@@ -433,11 +470,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| self.fail(classify(&e)))?;
-        Ok(statuses(
-            handles.len(),
-            out.successful().iter().map(|s| s.id()),
-            out.failed(),
-        ))
+        Ok(self.statuses(handles.len(), out.successful().iter().map(|s| s.id()), out.failed()))
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use super::{classify, Class, Failure};
-use crate::core::{BlobStore, PutOutcome, StoreError};
+use super::{classify, misread, Class, Failure};
+use crate::core::{BlobStore, Policy, PutOutcome, StoreError};
 
 /// Keys per ListObjectsV2 page, S3's maximum.
 pub const PAGE_KEYS_MAX: i32 = 1000;
@@ -21,6 +21,7 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     page_keys: i32,
+    policy: Policy,
 }
 
 fn to_store_error(f: Failure) -> StoreError {
@@ -54,7 +55,22 @@ impl S3Store {
             bucket: bucket.into(),
             prefix: normalise_prefix(prefix),
             page_keys: PAGE_KEYS_MAX,
+            policy: Policy::Real,
         }
+    }
+
+    /// The same store with a planted bug of `policy` (the simulator's
+    /// checks must catch it); [`Policy::Real`] is tally's adapter.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    fn failure<E>(&self, e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        misread(classify(e), self.policy)
     }
 
     /// List in pages of `keys` (for tests of pagination).
@@ -106,8 +122,8 @@ impl BlobStore for S3Store {
         match result {
             Ok(_) => Ok(PutOutcome::Created),
             Err(e) => {
-                let f = classify(&e);
-                if f.class == Class::PreconditionFailed {
+                let f = self.failure(&e);
+                if f.class == Class::PreconditionFailed && self.policy.takes_412_for_taken() {
                     Ok(PutOutcome::AlreadyExists)
                 } else {
                     Err(to_store_error(f))
@@ -123,7 +139,7 @@ impl BlobStore for S3Store {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => {
-                let f = classify(&e);
+                let f = self.failure(&e);
                 return match f.class {
                     Class::NotFound => Ok(None),
                     _ => Err(to_store_error(f)),
@@ -141,6 +157,7 @@ impl BlobStore for S3Store {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
+        let mut pages = 0;
         loop {
             let out = self
                 .client
@@ -151,7 +168,15 @@ impl BlobStore for S3Store {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| to_store_error(classify(&e)))?;
+                .map_err(|e| to_store_error(self.failure(&e)))?;
+            pages += 1;
+            if pages == 2 && !self.policy.reads_every_page() {
+                token = out.next_continuation_token().map(str::to_owned);
+                if token.is_some() {
+                    continue;
+                }
+                break;
+            }
             for object in out.contents() {
                 if let Some(key) = object.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) {
                     keys.push(key.to_owned());
