@@ -268,12 +268,18 @@ const REGION: &str = "us-east-1";
 /// SQS and S3 clients that reach the simulated hosts through the SDK.
 pub fn sdk_clients(http: &SimHttpClient, sqs_host: &str, s3_host: &str) -> (aws_sdk_sqs::Client, aws_sdk_s3::Client) {
     use aws_sdk_sqs::config as c;
-    let credentials = c::Credentials::new("sim", "sim", None, None, "simulation");
-    let sqs = c::Builder::new()
+    // What both clients share: everything that could read real time,
+    // retry, cache or wait on its own, simulated or turned off.
+    let shared = aws_types::SdkConfig::builder()
         .behavior_version(c::BehaviorVersion::latest())
         .region(c::Region::new(REGION))
-        .credentials_provider(credentials.clone())
-        .endpoint_url(format!("http://{sqs_host}:{SQS_HTTP_PORT}"))
+        .credentials_provider(c::SharedCredentialsProvider::new(c::Credentials::new(
+            "sim",
+            "sim",
+            None,
+            None,
+            "simulation",
+        )))
         .http_client(http.clone())
         .time_source(SimTime)
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
@@ -282,23 +288,14 @@ pub fn sdk_clients(http: &SimHttpClient, sqs_host: &str, s3_host: &str) -> (aws_
         .stalled_stream_protection(c::StalledStreamProtectionConfig::disabled())
         .identity_cache(c::IdentityCache::no_cache())
         .disable_clock_skew_correction(true)
+        .build();
+    let sqs = aws_sdk_sqs::config::Builder::from(&shared)
+        .endpoint_url(format!("http://{sqs_host}:{SQS_HTTP_PORT}"))
         .invocation_id_generator(CountedIds::default())
         .build();
-    use aws_sdk_s3::config as s;
-    let s3 = s::Builder::new()
-        .behavior_version(s::BehaviorVersion::latest())
-        .region(s::Region::new(REGION))
-        .credentials_provider(credentials)
+    let s3 = aws_sdk_s3::config::Builder::from(&shared)
         .endpoint_url(format!("http://{s3_host}:{S3_HTTP_PORT}"))
         .force_path_style(true)
-        .http_client(http.clone())
-        .time_source(SimTime)
-        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
-        .retry_config(s::retry::RetryConfig::disabled())
-        .timeout_config(s::timeout::TimeoutConfig::disabled())
-        .stalled_stream_protection(s::StalledStreamProtectionConfig::disabled())
-        .identity_cache(s::IdentityCache::no_cache())
-        .disable_clock_skew_correction(true)
         .invocation_id_generator(CountedIds::default())
         .build();
     (aws_sdk_sqs::Client::from_conf(sqs), aws_sdk_s3::Client::from_conf(s3))
