@@ -27,11 +27,14 @@
 //!   system's own results and report say, and the run's event hash for
 //!   determinism checks.
 //! - [`shrink`]: delta debugging of a failing schedule to a minimal one.
+//! - [`fingerprint`]: failing seeds grouped by what they broke and the
+//!   first fault that matters.
 #![deny(missing_docs)]
 
 pub mod checker;
 pub mod doubles;
 pub mod faults;
+pub mod fingerprint;
 pub mod hosts;
 pub mod net;
 pub mod roles;

@@ -9,6 +9,7 @@ use tally::core::Policy;
 use tally_sim::checker::trace::first_divergence;
 use tally_sim::faults::scenario::Scenario;
 use tally_sim::faults::schedule::Schedule;
+use tally_sim::fingerprint::Groups;
 use tally_sim::world::{self, RunSummary};
 
 /// A simulated run allocates and frees a few dozen small objects per job,
@@ -38,7 +39,8 @@ struct Cli {
 enum Command {
     /// Run one seed of a scenario and check it.
     Run(RunArgs),
-    /// Run a range of seeds and list the failing ones.
+    /// Run a range of seeds and list the failing ones, grouped by
+    /// fingerprint (violation kinds and the first fault that matters).
     Sweep(SweepArgs),
     /// Replay a run from a schedule file written by `run --schedule-out`
     /// or `shrink`.
@@ -106,6 +108,9 @@ struct SweepArgs {
     /// Stop starting new seeds after this many wall seconds.
     #[arg(long)]
     budget_s: Option<u64>,
+    /// Print the result as JSON: the failing seeds grouped by fingerprint.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -278,10 +283,15 @@ fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
     Ok((a, b))
 }
 
-fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
-    let scenario = load(&a.common)?;
-    let (from, to) = parse_range(&a.seeds)?;
-    let mut failing = Vec::new();
+fn shrink_command(common: &Common, seed: u64) -> String {
+    replay_command(common, seed).replacen("tally-sim run ", "tally-sim shrink ", 1)
+}
+
+/// Run seeds `from..to` (until the budget is spent) and group the failing
+/// ones by fingerprint; returns the groups, the seeds run and the wall
+/// seconds.
+fn sweep_seeds(a: &SweepArgs, scenario: &Scenario, from: u64, to: u64) -> (Groups, u64, f64) {
+    let mut groups = Groups::new(tally_sim::fingerprint::SHRINK_RUNS);
     let (ran, wall_s) = timed(|| {
         let mut ran = 0;
         #[allow(clippy::disallowed_methods)] // the budget is wall time of the sweep itself
@@ -294,24 +304,82 @@ fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
             let out = world::run(&schedule, false);
             ran += 1;
             if !out.verdict.passed() {
-                outln!("FAIL seed {seed}: {:?}", out.verdict.counts);
-                outln!("  replay: {}", replay_command(&a.common, seed));
-                failing.push(seed);
+                groups.add(&schedule, &out.verdict);
             }
         }
         ran
     });
-    outln!(
-        "{}: {ran} seeds from {from} in {wall_s:.1} s, {} failing{}",
-        scenario.name,
-        failing.len(),
-        if failing.is_empty() {
-            String::new()
-        } else {
-            format!(": {failing:?}")
-        }
-    );
-    Ok(u8::from(!failing.is_empty()))
+    (groups, ran, wall_s)
+}
+
+/// A sweep's failures as JSON: one entry per fingerprint.
+fn groups_json(common: &Common, groups: &Groups) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = groups
+        .groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "classes": g.fingerprint.classes,
+                "role": g.fingerprint.strike.role,
+                "step": g.fingerprint.strike.step,
+                "count": g.seeds.len(),
+                "seeds": g.seeds,
+                "replay": replay_command(common, g.seeds[0]),
+                "shrink": shrink_command(common, g.seeds[0]),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(groups)
+}
+
+/// Print one line per fingerprint, with the count, the first seeds, and
+/// the commands that replay and shrink the first.
+fn print_groups(common: &Common, groups: &Groups) {
+    for g in &groups.groups {
+        let shown: Vec<String> = g.seeds.iter().take(10).map(u64::to_string).collect();
+        let more = if g.seeds.len() > 10 { ", ..." } else { "" };
+        outln!(
+            "FAIL {} seed{}: {} (seeds {}{more})",
+            g.seeds.len(),
+            if g.seeds.len() == 1 { "" } else { "s" },
+            g.fingerprint,
+            shown.join(", ")
+        );
+        outln!("  replay: {}", replay_command(common, g.seeds[0]));
+        outln!("  shrink: {}", shrink_command(common, g.seeds[0]));
+    }
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
+    let scenario = load(&a.common)?;
+    let (from, to) = parse_range(&a.seeds)?;
+    let (groups, ran, wall_s) = sweep_seeds(&a, &scenario, from, to);
+    let failing = groups.failing();
+    if a.json {
+        let v = serde_json::json!({
+            "scenario": scenario.name,
+            "scenario_file": a.common.scenario.display().to_string(),
+            "policy": a.common.policy.name(),
+            "seeds_from": from,
+            "seeds_run": ran,
+            "wall_s": (wall_s * 1000.0).round() / 1000.0,
+            "failing": failing,
+            "shrink_runs": groups.shrink_runs,
+            "groups": groups_json(&a.common, &groups),
+        });
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        print_groups(&a.common, &groups);
+        outln!(
+            "{}: {ran} seeds from {from} in {wall_s:.1} s, {failing} failing{}",
+            scenario.name,
+            match groups.groups.len() {
+                0 => String::new(),
+                n => format!(" in {n} group{}", if n == 1 { "" } else { "s" }),
+            }
+        );
+    }
+    Ok(u8::from(failing > 0))
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<u8> {

@@ -7,6 +7,7 @@
 // production code.
 #![allow(clippy::too_many_lines)]
 
+mod fingerprints;
 mod mutants;
 mod regressions;
 mod replay;
