@@ -276,6 +276,22 @@ impl Oracle {
         }
     }
 
+    /// Whether a resubmitted attempt (round 2 or later) of key `index`
+    /// had a result accepted.
+    pub fn answered_again(&self, index: u64) -> bool {
+        let low = self
+            .answered
+            .low
+            .get(index as usize)
+            .is_some_and(|&bits| bits & !1 != 0);
+        low || self
+            .answered
+            .high
+            .range((index, 0)..=(index, u32::MAX))
+            .next()
+            .is_some()
+    }
+
     /// The experiment started running key `index`; returns how many runs
     /// of it have started, this one included.
     pub fn started(&mut self, index: u64) -> u16 {

@@ -143,6 +143,9 @@ pub struct Wires {
     armed: BTreeMap<String, (Step, u64)>,
     /// Hosts to crash now, with how long they stay down.
     pub fired: Vec<(String, u64)>,
+    /// The last step each host passed: where a fault striking it now
+    /// strikes, for coverage.
+    last: BTreeMap<String, Step>,
 }
 
 /// Tripwires shared by the driver and the role hosts.
@@ -159,7 +162,20 @@ impl Wires {
         self.armed.clear();
     }
 
+    /// The last step `host` passed, if any.
+    pub fn last_step(&self, host: &str) -> Option<Step> {
+        self.last.get(host).copied()
+    }
+
     fn trip(&mut self, host: &str, step: Step) -> bool {
+        // Every call of every role passes here: no allocation once a host
+        // has a slot.
+        match self.last.get_mut(host) {
+            Some(last) => *last = step,
+            None => {
+                self.last.insert(host.to_owned(), step);
+            }
+        }
         match self.armed.get(host) {
             Some(&(s, down_ms)) if s == step => {
                 self.armed.remove(host);

@@ -1,0 +1,137 @@
+//! Coverage of one run: the cells of the space of what can happen that the
+//! run reached, for coverage-guided search (`tally-sim explore`).
+//!
+//! Three kinds of cell, each a short line of text:
+//! - `fault KIND ROLE at STEP`: a fault that struck a role (a crash of a
+//!   running host, a partition, a fired tripwire) and the protocol step
+//!   the role had last passed when it struck (`start` before its first
+//!   call); queue deletions and purges strike `sqs` `at -`.
+//! - `key CLASS RAN RESENT`: a key's final class (`done`, `failed`,
+//!   `conflict`, `missing`...) and how it got there: its experiment never
+//!   ran, ran once or ran again, and whether a resubmitted attempt of it
+//!   was answered.
+//! - `rare NAME`: a rare behaviour of the SQS model (a stale handle used
+//!   or still deleting, a dead-letter move, a recreate refused while the
+//!   name was deleted recently, a latent duplicate made or shown, a purge,
+//!   a throttled call, an under-count, a short receive...).
+//!
+//! Recording a cell draws nothing and changes nothing the run does.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tally::core::reconciler::KeyClass;
+
+use crate::checker::oracle::Oracle;
+use crate::checker::Recorder;
+use crate::faults::schedule::{hosts, Fault};
+use crate::faults::tripwire::Wires;
+use crate::fingerprint::{role_of, strike_of};
+
+/// The cells one run reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// The cells, each a line of text.
+    pub cells: BTreeSet<String>,
+}
+
+fn step_name(step: Option<crate::faults::tripwire::Step>) -> String {
+    step.map_or_else(|| "start".to_owned(), String::from)
+}
+
+impl Coverage {
+    /// Scheduled `fault` strikes now; `wires` know each role's last step.
+    /// A crash of a host that is down strikes nothing: call this only for
+    /// one that is running. An aimed crash only arms a wire here; it
+    /// strikes when it fires ([`Coverage::fired`]).
+    pub fn struck(&mut self, fault: &Fault, wires: &Wires) {
+        let host = match fault {
+            Fault::Crash { host, .. } => host,
+            Fault::Partition { a, b, .. } if a == hosts::SQS || a == hosts::S3 => b,
+            Fault::Partition { a, .. } => a,
+            Fault::CrashAt { .. } => return,
+            Fault::DeleteQueue { .. } | Fault::Purge { .. } => {
+                let s = strike_of(fault);
+                self.cells.insert(format!("fault {} {} at -", s.step, s.role));
+                return;
+            }
+        };
+        let s = strike_of(fault);
+        let at = step_name(wires.last_step(host));
+        self.cells.insert(format!("fault {} {} at {at}", s.step, s.role));
+    }
+
+    /// A tripwire (or a poison job) crashed `host` at its last step.
+    pub fn fired(&mut self, host: &str, wires: &Wires) {
+        let at = step_name(wires.last_step(host));
+        self.cells.insert(format!("fault crash-at {} at {at}", role_of(host)));
+    }
+
+    /// Every key's final class and how it got there.
+    pub fn keys(&mut self, truth: &Oracle, recorded: &Recorder) {
+        let mut seen: BTreeSet<(Option<KeyClass>, u16, bool)> = BTreeSet::new();
+        for index in 0..truth.jobs {
+            let class = recorded.classes.get(index as usize).copied().flatten();
+            let ran = truth.runs_started.get(index as usize).map_or(0, |&n| n.min(2));
+            seen.insert((class, ran, truth.answered_again(index)));
+        }
+        for (class, ran, again) in seen {
+            self.cells.insert(format!(
+                "key {} {} {}",
+                class.map_or("unclassed", KeyClass::as_str),
+                ["unrun", "ran-once", "ran-again"][usize::from(ran)],
+                if again { "resubmitted" } else { "first-attempt" }
+            ));
+        }
+    }
+
+    /// The SQS model's rare behaviours that happened.
+    pub fn rare(&mut self, events: &BTreeMap<&'static str, u64>) {
+        for (name, _) in events.iter().filter(|(_, &n)| n > 0) {
+            self.cells.insert(format!("rare {name}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::tripwire::Step;
+
+    #[test]
+    fn a_fault_strikes_a_role_at_its_last_step_and_an_aimed_crash_only_when_it_fires() {
+        let wires = Wires::default();
+        let mut c = Coverage::default();
+        c.struck(
+            &Fault::Crash {
+                host: hosts::worker(1),
+                down_ms: 1,
+            },
+            &wires,
+        );
+        c.struck(
+            &Fault::CrashAt {
+                host: hosts::AGGREGATOR.into(),
+                step: Step::SEGMENT_STORED,
+                down_ms: 1,
+            },
+            &wires,
+        );
+        c.struck(
+            &Fault::Partition {
+                a: hosts::SQS.into(),
+                b: hosts::SUBMITTER.into(),
+                ms: 1,
+                oneway: true,
+            },
+            &wires,
+        );
+        let cells: Vec<&str> = c.cells.iter().map(String::as_str).collect();
+        assert_eq!(
+            cells,
+            [
+                "fault crash worker at start",
+                "fault partition-from-sqs submitter at start"
+            ]
+        );
+    }
+}
