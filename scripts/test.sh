@@ -29,15 +29,24 @@ cargo build --release -p tally-sim
 sim=target/release/tally-sim
 base=${TALLY_SIM_SEED:-$(date +%s)}
 budget=${TALLY_SIM_BUDGET_S:-300}
+# Part of the budget goes to coverage-guided search (tally-sim explore) on
+# the scenarios with the most kinds of fault, seeded like the sweep.
+explore_scenarios=(scenarios/cloud-worst-case.toml scenarios/deletion-window.toml)
+explore_per=20
 scenarios=()
 for s in scenarios/*.toml; do
     [ "$s" = scenarios/six-million.toml ] || scenarios+=("$s")
 done
-per=$(( budget / ${#scenarios[@]} ))
+per=$(( (budget - explore_per * ${#explore_scenarios[@]}) / ${#scenarios[@]} ))
+(( per > 0 )) || per=1
 echo "seeds from $base, ${per} s per scenario"
 status=0
 for s in "${scenarios[@]}"; do
     "$sim" sweep --scenario "$s" --seeds "$base..$((base + 100000))" --budget-s "$per" || status=1
+done
+echo "== simulator explore"
+for s in "${explore_scenarios[@]}"; do
+    "$sim" explore --scenario "$s" --seed "$base" --budget-s "$explore_per" || status=1
 done
 
 # The full-scale scenario at 600,000 jobs with a fresh seed: every key

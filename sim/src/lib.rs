@@ -28,6 +28,8 @@
 //!   determinism checks.
 //! - [`coverage`]: the cells of the fault and outcome space a run reached.
 //! - [`shrink`]: delta debugging of a failing schedule to a minimal one.
+//! - [`explore`]: coverage-guided search: a corpus of schedules that
+//!   reached new cells, mutated.
 //! - [`fingerprint`]: failing seeds grouped by what they broke and the
 //!   first fault that matters.
 #![deny(missing_docs)]
@@ -35,6 +37,7 @@
 pub mod checker;
 pub mod coverage;
 pub mod doubles;
+pub mod explore;
 pub mod faults;
 pub mod fingerprint;
 pub mod hosts;

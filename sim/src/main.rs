@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tally::core::Policy;
 use tally_sim::checker::trace::first_divergence;
+use tally_sim::explore::{Explorer, Tried};
 use tally_sim::faults::scenario::Scenario;
 use tally_sim::faults::schedule::Schedule;
 use tally_sim::fingerprint::Groups;
@@ -42,6 +43,9 @@ enum Command {
     /// Run a range of seeds and list the failing ones, grouped by
     /// fingerprint (violation kinds and the first fault that matters).
     Sweep(SweepArgs),
+    /// Search for a failing run, guided by coverage: mutate the schedules
+    /// that reached new cells.
+    Explore(ExploreArgs),
     /// Replay a run from a schedule file written by `run --schedule-out`
     /// or `shrink`.
     Replay(ReplayArgs),
@@ -114,6 +118,28 @@ struct SweepArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ExploreArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Stop starting new runs after this many wall seconds.
+    #[arg(long)]
+    budget_s: u64,
+    /// The seed of the search's own choices.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many runs (default: only the budget stops it).
+    #[arg(long)]
+    runs: Option<u64>,
+    /// Where to write a failing schedule (default:
+    /// target/explore/SCENARIO-POLICY-SEED.toml).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct ReplayArgs {
     /// A schedule file.
     #[arg(long)]
@@ -135,6 +161,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Sweep(a) => sweep(a),
+        Command::Explore(a) => explore(a),
         Command::Replay(a) => replay(a),
         Command::Shrink(a) => shrink(a),
     };
@@ -380,6 +407,78 @@ fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(u8::from(failing > 0))
+}
+
+/// The search's loop: run until a run fails, the budget is spent or the
+/// runs are made.
+fn explore_until(a: &ExploreArgs, x: &mut Explorer) -> (Option<Tried>, f64) {
+    timed(|| {
+        #[allow(clippy::disallowed_methods)] // the budget is wall time of the search itself
+        let start = std::time::Instant::now();
+        while start.elapsed().as_secs() < a.budget_s && a.runs.is_none_or(|n| x.runs < n) {
+            let tried = x.step();
+            if !tried.summary.verdict.passed() {
+                return Some(tried);
+            }
+        }
+        None
+    })
+}
+
+fn explore(a: ExploreArgs) -> anyhow::Result<u8> {
+    let scenario = load(&a.common)?;
+    let name = scenario.name.clone();
+    let mut x = Explorer::new(scenario, a.common.policy, a.seed);
+    let (failed, wall_s) = explore_until(&a, &mut x);
+    let mut v = serde_json::json!({
+        "scenario": name,
+        "policy": a.common.policy.name(),
+        "seed": a.seed,
+        "runs": x.runs,
+        "wall_s": (wall_s * 1000.0).round() / 1000.0,
+        "cells": x.cells.len(),
+        "corpus": x.corpus.len(),
+        "failed": failed.is_some(),
+        "reached": x.cells,
+    });
+    if let Some(t) = &failed {
+        let out = a.out.clone().unwrap_or_else(|| {
+            PathBuf::from("target/explore").join(format!("{name}-{}-{}.toml", a.common.policy.name(), a.seed))
+        });
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, t.schedule.to_toml())
+            .map_err(|e| anyhow::anyhow!("cannot write the schedule to {}: {e}", out.display()))?;
+        let mut groups = Groups::new(tally_sim::fingerprint::SHRINK_RUNS);
+        groups.add(&t.schedule, &t.summary.verdict);
+        let fp = &groups.groups[0].fingerprint;
+        v["fingerprint"] = serde_json::json!({"classes": fp.classes, "role": fp.strike.role, "step": fp.strike.step});
+        v["origin"] = serde_json::json!(t.origin.name());
+        v["schedule"] = serde_json::json!(out.display().to_string());
+        v["replay"] = serde_json::json!(format!("tally-sim replay --schedule {}", out.display()));
+    }
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        if let Some(t) = &failed {
+            outln!(
+                "FAIL run {} ({}, {wall_s:.1} s): {}",
+                x.runs,
+                t.origin.name(),
+                v["fingerprint"]
+            );
+            outln!("  replay: {}", v["replay"].as_str().unwrap_or(""));
+        }
+        outln!(
+            "{name}: {} runs in {wall_s:.1} s, {} cells reached, corpus {}{}",
+            x.runs,
+            x.cells.len(),
+            x.corpus.len(),
+            if failed.is_some() { ", failing" } else { ", no failure" }
+        );
+    }
+    Ok(u8::from(failed.is_some()))
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<u8> {

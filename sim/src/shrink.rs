@@ -35,7 +35,7 @@ pub struct Shrunk {
 
 /// Call `f` with each fault rate of `r`, by name, letting it change the
 /// rate. The one list of the rates shrinking knows.
-fn each_rate(r: &mut Resolved, mut f: impl FnMut(&'static str, &mut f64)) {
+pub(crate) fn each_rate(r: &mut Resolved, mut f: impl FnMut(&'static str, &mut f64)) {
     f("lost_reply_rate", &mut r.lost_reply_rate);
     f("s3_error_rate", &mut r.s3_error_rate);
     f("sqs_entry_failure_rate", &mut r.sqs_entry_failure_rate);
