@@ -5,11 +5,14 @@
 //! - `fault KIND ROLE at STEP`: a fault that struck a role (a crash of a
 //!   running host, a partition, a fired tripwire) and the protocol step
 //!   the role had last passed when it struck (`start` before its first
-//!   call); queue deletions and purges strike `sqs` `at -`.
-//! - `key CLASS RAN RESENT`: a key's final class (`done`, `failed`,
+//!   call); queue deletions and purges strike `sqs` at the driver's
+//!   phase: `round-K`, the resubmission rounds recorded so far (up to 3).
+//! - `key CLASS RAN RESENT FATES`: a key's final class (`done`, `failed`,
 //!   `conflict`, `missing`...) and how it got there: its experiment never
-//!   ran, ran once or ran again, and whether a resubmitted attempt of it
-//!   was answered.
+//!   ran, ran once or ran again, whether a resubmitted attempt of it was
+//!   answered, and which of its messages left the queues other than by a
+//!   delete (`job-lost`, `resent-job-lost`, `result-lost`,
+//!   `dead-lettered`, joined by `+`; `kept` when none).
 //! - `rare NAME`: a rare behaviour of the SQS model (a stale handle used
 //!   or still deleting, a dead-letter move, a recreate refused while the
 //!   name was deleted recently, a latent duplicate made or shown, a purge,
@@ -21,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tally::core::reconciler::KeyClass;
 
-use crate::checker::oracle::Oracle;
+use crate::checker::oracle::{fate, Oracle};
 use crate::checker::Recorder;
 use crate::faults::schedule::{hosts, Fault};
 use crate::faults::tripwire::Wires;
@@ -39,11 +42,12 @@ fn step_name(step: Option<crate::faults::tripwire::Step>) -> String {
 }
 
 impl Coverage {
-    /// Scheduled `fault` strikes now; `wires` know each role's last step.
+    /// Scheduled `fault` strikes now; `wires` know each role's last step,
+    /// `rounds` is how many resubmission rounds the driver has recorded.
     /// A crash of a host that is down strikes nothing: call this only for
     /// one that is running. An aimed crash only arms a wire here; it
     /// strikes when it fires ([`Coverage::fired`]).
-    pub fn struck(&mut self, fault: &Fault, wires: &Wires) {
+    pub fn struck(&mut self, fault: &Fault, wires: &Wires, rounds: u32) {
         let host = match fault {
             Fault::Crash { host, .. } => host,
             Fault::Partition { a, b, .. } if a == hosts::SQS || a == hosts::S3 => b,
@@ -51,7 +55,8 @@ impl Coverage {
             Fault::CrashAt { .. } => return,
             Fault::DeleteQueue { .. } | Fault::Purge { .. } => {
                 let s = strike_of(fault);
-                self.cells.insert(format!("fault {} {} at -", s.step, s.role));
+                let at = rounds.min(3);
+                self.cells.insert(format!("fault {} {} at round-{at}", s.step, s.role));
                 return;
             }
         };
@@ -68,18 +73,30 @@ impl Coverage {
 
     /// Every key's final class and how it got there.
     pub fn keys(&mut self, truth: &Oracle, recorded: &Recorder) {
-        let mut seen: BTreeSet<(Option<KeyClass>, u16, bool)> = BTreeSet::new();
+        let mut seen: BTreeSet<(Option<KeyClass>, u16, bool, u8)> = BTreeSet::new();
         for index in 0..truth.jobs {
-            let class = recorded.classes.get(index as usize).copied().flatten();
-            let ran = truth.runs_started.get(index as usize).map_or(0, |&n| n.min(2));
-            seen.insert((class, ran, truth.answered_again(index)));
+            let i = index as usize;
+            let class = recorded.classes.get(i).copied().flatten();
+            let ran = truth.runs_started.get(i).map_or(0, |&n| n.min(2));
+            let fates = truth.fates.get(i).copied().unwrap_or(0);
+            seen.insert((class, ran, truth.answered_again(index), fates));
         }
-        for (class, ran, again) in seen {
+        for (class, ran, again, fates) in seen {
+            let fates: Vec<&str> = fate::NAMES
+                .iter()
+                .filter(|(bit, _)| fates & bit != 0)
+                .map(|(_, name)| *name)
+                .collect();
             self.cells.insert(format!(
-                "key {} {} {}",
+                "key {} {} {} {}",
                 class.map_or("unclassed", KeyClass::as_str),
                 ["unrun", "ran-once", "ran-again"][usize::from(ran)],
-                if again { "resubmitted" } else { "first-attempt" }
+                if again { "resubmitted" } else { "first-attempt" },
+                if fates.is_empty() {
+                    "kept".to_owned()
+                } else {
+                    fates.join("+")
+                }
             ));
         }
     }
@@ -107,6 +124,7 @@ mod tests {
                 down_ms: 1,
             },
             &wires,
+            0,
         );
         c.struck(
             &Fault::CrashAt {
@@ -115,6 +133,7 @@ mod tests {
                 down_ms: 1,
             },
             &wires,
+            0,
         );
         c.struck(
             &Fault::Partition {
@@ -124,6 +143,7 @@ mod tests {
                 oneway: true,
             },
             &wires,
+            0,
         );
         let cells: Vec<&str> = c.cells.iter().map(String::as_str).collect();
         assert_eq!(

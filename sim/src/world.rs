@@ -296,7 +296,15 @@ fn drive(
                 .expect("trace lock")
                 .event(now, "fault", format_args!("{:?}", e.fault));
             if !matches!(&e.fault, Fault::Crash { host, .. } if !sim.is_host_running(host.as_str())) {
-                coverage.struck(&e.fault, &ctx.wires.lock().expect("wires lock"));
+                let rounds = ctx
+                    .oracle
+                    .lock()
+                    .expect("oracle lock")
+                    .sweeps
+                    .iter()
+                    .map(|o| o.rounds)
+                    .sum();
+                coverage.struck(&e.fault, &ctx.wires.lock().expect("wires lock"), rounds);
             }
             apply(sim, &e.fault, now, sqs, &ctx.wires, &mut restarts, &mut repairs);
             next += 1;
