@@ -2,8 +2,8 @@
 # The whole test suite, as CI runs it: unit and integration tests of every
 # crate (the CLI's SIGKILL/resume tests, the AWS adapter against a local moto
 # server, the simulator's pinned mutants and regression corpus among them),
-# then the simulator's randomized fault sweep. Installs and starts what the
-# tests need, and stops it again.
+# then the simulator's randomized fault sweep and a short coverage-guided
+# search. Installs and starts what the tests need, and stops it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -115,6 +115,9 @@ struct SweepArgs {
     /// Print the result as JSON: the failing seeds grouped by fingerprint.
     #[arg(long)]
     json: bool,
+    /// Stop at the first failing seed.
+    #[arg(long)]
+    first: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -314,11 +317,22 @@ fn shrink_command(common: &Common, seed: u64) -> String {
     replay_command(common, seed).replacen("tally-sim run ", "tally-sim shrink ", 1)
 }
 
-/// Run seeds `from..to` (until the budget is spent) and group the failing
-/// ones by fingerprint; returns the groups, the seeds run and the wall
-/// seconds.
-fn sweep_seeds(a: &SweepArgs, scenario: &Scenario, from: u64, to: u64) -> (Groups, u64, f64) {
+/// What a sweep found.
+struct Swept {
+    groups: Groups,
+    /// Seeds run.
+    ran: u64,
+    wall_s: f64,
+    /// Seeds run and wall seconds when the first failing seed's run ended
+    /// (before its fingerprint's shrink).
+    first: Option<(u64, f64)>,
+}
+
+/// Run seeds `from..to` (until the budget is spent, or the first failure
+/// with `--first`) and group the failing ones by fingerprint.
+fn sweep_seeds(a: &SweepArgs, scenario: &Scenario, from: u64, to: u64) -> Swept {
     let mut groups = Groups::new(tally_sim::fingerprint::SHRINK_RUNS);
+    let mut first = None;
     let (ran, wall_s) = timed(|| {
         let mut ran = 0;
         #[allow(clippy::disallowed_methods)] // the budget is wall time of the sweep itself
@@ -331,12 +345,21 @@ fn sweep_seeds(a: &SweepArgs, scenario: &Scenario, from: u64, to: u64) -> (Group
             let out = world::run(&schedule, false);
             ran += 1;
             if !out.verdict.passed() {
+                first.get_or_insert((ran, start.elapsed().as_secs_f64()));
                 groups.add(&schedule, &out.verdict);
+                if a.first {
+                    break;
+                }
             }
         }
         ran
     });
-    (groups, ran, wall_s)
+    Swept {
+        groups,
+        ran,
+        wall_s,
+        first,
+    }
 }
 
 /// A sweep's failures as JSON: one entry per fingerprint.
@@ -380,7 +403,12 @@ fn print_groups(common: &Common, groups: &Groups) {
 fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
     let scenario = load(&a.common)?;
     let (from, to) = parse_range(&a.seeds)?;
-    let (groups, ran, wall_s) = sweep_seeds(&a, &scenario, from, to);
+    let Swept {
+        groups,
+        ran,
+        wall_s,
+        first,
+    } = sweep_seeds(&a, &scenario, from, to);
     let failing = groups.failing();
     if a.json {
         let v = serde_json::json!({
@@ -391,6 +419,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
             "seeds_run": ran,
             "wall_s": (wall_s * 1000.0).round() / 1000.0,
             "failing": failing,
+            "first_failure": first.map(|(runs, s)| serde_json::json!({"runs": runs, "wall_s": (s * 1000.0).round() / 1000.0})),
             "shrink_runs": groups.shrink_runs,
             "groups": groups_json(&a.common, &groups),
         });
