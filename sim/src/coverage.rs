@@ -30,11 +30,13 @@ use crate::faults::schedule::{hosts, Fault};
 use crate::faults::tripwire::Wires;
 use crate::fingerprint::{role_of, strike_of};
 
-/// The cells one run reached.
+/// The cells one run reached. The default records nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Coverage {
     /// The cells, each a line of text.
     pub cells: BTreeSet<String>,
+    /// Whether cells are recorded.
+    pub on: bool,
 }
 
 fn step_name(step: Option<crate::faults::tripwire::Step>) -> String {
@@ -42,12 +44,23 @@ fn step_name(step: Option<crate::faults::tripwire::Step>) -> String {
 }
 
 impl Coverage {
+    /// Coverage that records cells.
+    pub fn recording() -> Self {
+        Self {
+            cells: BTreeSet::new(),
+            on: true,
+        }
+    }
+
     /// Scheduled `fault` strikes now; `wires` know each role's last step,
     /// `rounds` is how many resubmission rounds the driver has recorded.
     /// A crash of a host that is down strikes nothing: call this only for
     /// one that is running. An aimed crash only arms a wire here; it
     /// strikes when it fires ([`Coverage::fired`]).
     pub fn struck(&mut self, fault: &Fault, wires: &Wires, rounds: u32) {
+        if !self.on {
+            return;
+        }
         let host = match fault {
             Fault::Crash { host, .. } => host,
             Fault::Partition { a, b, .. } if a == hosts::SQS || a == hosts::S3 => b,
@@ -67,12 +80,18 @@ impl Coverage {
 
     /// A tripwire (or a poison job) crashed `host` at its last step.
     pub fn fired(&mut self, host: &str, wires: &Wires) {
+        if !self.on {
+            return;
+        }
         let at = step_name(wires.last_step(host));
         self.cells.insert(format!("fault crash-at {} at {at}", role_of(host)));
     }
 
     /// Every key's final class and how it got there.
     pub fn keys(&mut self, truth: &Oracle, recorded: &Recorder) {
+        if !self.on {
+            return;
+        }
         let mut seen: BTreeSet<(Option<KeyClass>, u16, bool, u8)> = BTreeSet::new();
         for index in 0..truth.jobs {
             let i = index as usize;
@@ -103,6 +122,9 @@ impl Coverage {
 
     /// The SQS model's rare behaviours that happened.
     pub fn rare(&mut self, events: &BTreeMap<&'static str, u64>) {
+        if !self.on {
+            return;
+        }
         for (name, _) in events.iter().filter(|(_, &n)| n > 0) {
             self.cells.insert(format!("rare {name}"));
         }
@@ -117,7 +139,7 @@ mod tests {
     #[test]
     fn a_fault_strikes_a_role_at_its_last_step_and_an_aimed_crash_only_when_it_fires() {
         let wires = Wires::default();
-        let mut c = Coverage::default();
+        let mut c = Coverage::recording();
         c.struck(
             &Fault::Crash {
                 host: hosts::worker(1),

@@ -101,7 +101,7 @@ impl Explorer {
     /// Make the next schedule, run it, and keep it if it reached a new cell.
     pub fn step(&mut self) -> Tried {
         let (schedule, origin) = self.next_schedule();
-        let summary = world::run(&schedule, false);
+        let summary = world::run_covered(&schedule);
         self.runs += 1;
         let before = self.cells.len();
         self.cells.extend(summary.coverage.cells.iter().cloned());

@@ -53,7 +53,8 @@ pub struct RunSummary {
     pub finished: bool,
     /// Faults applied.
     pub faults: usize,
-    /// The cells of the fault and outcome space the run reached.
+    /// The cells of the fault and outcome space the run reached (none
+    /// unless asked for: [`run_covered`]).
     pub coverage: Coverage,
 }
 
@@ -171,6 +172,17 @@ pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 
 /// Run `schedule` to the end and check it.
 pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
+    run_with(schedule, capture, Coverage::default())
+}
+
+/// [`run`], recording the cells of the fault and outcome space the run
+/// reached. Knowing where each role stands costs a few percent of a
+/// run's time, so only a search asks.
+pub fn run_covered(schedule: &Schedule) -> RunSummary {
+    run_with(schedule, false, Coverage::recording())
+}
+
+fn run_with(schedule: &Schedule, capture: bool, mut coverage: Coverage) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
     let sweeps = sweeps_for(schedule);
     // Counts that under-count at random defeat any quiet period: resends
@@ -209,7 +221,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         sweeps,
     });
     roles::add_hosts(&mut sim, &ctx);
-    let mut coverage = Coverage::default();
+    ctx.wires.lock().expect("wires lock").track_steps = coverage.on;
     let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace, &mut coverage);
     drop(sim);
     coverage.rare(sqs.borrow().rare_events());

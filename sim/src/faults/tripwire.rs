@@ -144,8 +144,10 @@ pub struct Wires {
     /// Hosts to crash now, with how long they stay down.
     pub fired: Vec<(String, u64)>,
     /// The last step each host passed: where a fault striking it now
-    /// strikes, for coverage.
+    /// strikes, for coverage (kept only when `track_steps`).
     last: BTreeMap<String, Step>,
+    /// Whether to keep each host's last step.
+    pub track_steps: bool,
 }
 
 /// Tripwires shared by the driver and the role hosts.
@@ -168,12 +170,14 @@ impl Wires {
     }
 
     fn trip(&mut self, host: &str, step: Step) -> bool {
-        // Every call of every role passes here: no allocation once a host
-        // has a slot.
-        match self.last.get_mut(host) {
-            Some(last) => *last = step,
-            None => {
-                self.last.insert(host.to_owned(), step);
+        // Every call of every role passes here: only a search pays for
+        // the bookkeeping, and no allocation once a host has a slot.
+        if self.track_steps {
+            match self.last.get_mut(host) {
+                Some(last) => *last = step,
+                None => {
+                    self.last.insert(host.to_owned(), step);
+                }
             }
         }
         match self.armed.get(host) {
