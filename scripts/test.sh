@@ -2,8 +2,8 @@
 # The whole test suite, as CI runs it: unit and integration tests of every
 # crate (the CLI's SIGKILL/resume tests, the AWS adapter against a local moto
 # server, the simulator's pinned mutants and regression corpus among them),
-# then the simulator's randomized fault sweep. Installs and starts what the
-# tests need, and stops it again.
+# then the simulator's randomized fault sweep and a short coverage-guided
+# search. Installs and starts what the tests need, and stops it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +31,17 @@ cargo build --release -p tally-sim
 sim=target/release/tally-sim
 base=${TALLY_SIM_SEED:-$(date +%s)}
 budget=${TALLY_SIM_BUDGET_S:-300}
+# Part of the budget goes to coverage-guided search (tally-sim explore) on
+# the scenarios with the most kinds of fault, seeded like the sweep.
+explore_scenarios=(scenarios/cloud-worst-case.toml scenarios/deletion-window.toml)
+explore_per=20
 sweeps=()
 for s in scenarios/*.toml; do
     [ "$s" = scenarios/six-million.toml ] || sweeps+=("$s")
 done
 sdk_sweeps=(scenarios/cloud-worst-case.toml scenarios/lost-replies.toml)
-per=$(( budget / (${#sweeps[@]} + 2 * ${#sdk_sweeps[@]}) ))
+per=$(( (budget - explore_per * ${#explore_scenarios[@]}) / (${#sweeps[@]} + 2 * ${#sdk_sweeps[@]}) ))
+(( per > 0 )) || per=1
 echo "seeds from $base, ${per} s per scenario (twice that for each through the SDK)"
 status=0
 for s in "${sweeps[@]}"; do
@@ -44,6 +49,10 @@ for s in "${sweeps[@]}"; do
 done
 for s in "${sdk_sweeps[@]}"; do
     "$sim" sweep --scenario "$s" --transport sdk --seeds "$base..$((base + 100000))" --budget-s $((2 * per)) || status=1
+done
+echo "== simulator explore"
+for s in "${explore_scenarios[@]}"; do
+    "$sim" explore --scenario "$s" --seed "$base" --budget-s "$explore_per" || status=1
 done
 
 # The full-scale scenario at 600,000 jobs with a fresh seed: every key

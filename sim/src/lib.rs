@@ -26,12 +26,20 @@
 //! - [`checker`]: ground truth (the oracle), its comparison with what the
 //!   system's own results and report say, and the run's event hash for
 //!   determinism checks.
+//! - [`coverage`]: the cells of the fault and outcome space a run reached.
 //! - [`shrink`]: delta debugging of a failing schedule to a minimal one.
+//! - [`explore`]: coverage-guided search: a corpus of schedules that
+//!   reached new cells, mutated.
+//! - [`fingerprint`]: failing seeds grouped by what they broke and the
+//!   first fault that matters.
 #![deny(missing_docs)]
 
 pub mod checker;
+pub mod coverage;
 pub mod doubles;
+pub mod explore;
 pub mod faults;
+pub mod fingerprint;
 pub mod hosts;
 pub mod net;
 pub mod roles;

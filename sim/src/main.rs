@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tally::core::Policy;
 use tally_sim::checker::trace::first_divergence;
+use tally_sim::explore::{Explorer, Tried};
 use tally_sim::faults::scenario::{Scenario, Transport};
 use tally_sim::faults::schedule::Schedule;
+use tally_sim::fingerprint::Groups;
 use tally_sim::world::{self, RunSummary};
 
 /// A simulated run allocates and frees a few dozen small objects per job,
@@ -38,8 +40,12 @@ struct Cli {
 enum Command {
     /// Run one seed of a scenario and check it.
     Run(RunArgs),
-    /// Run a range of seeds and list the failing ones.
+    /// Run a range of seeds and list the failing ones, grouped by
+    /// fingerprint (violation kinds and the first fault that matters).
     Sweep(SweepArgs),
+    /// Search for a failing run, guided by coverage: mutate the schedules
+    /// that reached new cells.
+    Explore(ExploreArgs),
     /// Replay a run from a schedule file written by `run --schedule-out`
     /// or `shrink`.
     Replay(ReplayArgs),
@@ -110,6 +116,34 @@ struct SweepArgs {
     /// Stop starting new seeds after this many wall seconds.
     #[arg(long)]
     budget_s: Option<u64>,
+    /// Print the result as JSON: the failing seeds grouped by fingerprint.
+    #[arg(long)]
+    json: bool,
+    /// Stop at the first failing seed.
+    #[arg(long)]
+    first: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExploreArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Stop starting new runs after this many wall seconds.
+    #[arg(long)]
+    budget_s: u64,
+    /// The seed of the search's own choices.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many runs (default: only the budget stops it).
+    #[arg(long)]
+    runs: Option<u64>,
+    /// Where to write a failing schedule (default:
+    /// target/explore/SCENARIO-POLICY-SEED.toml).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +168,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Sweep(a) => sweep(a),
+        Command::Explore(a) => explore(a),
         Command::Replay(a) => replay(a),
         Command::Shrink(a) => shrink(a),
     };
@@ -293,10 +328,26 @@ fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
     Ok((a, b))
 }
 
-fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
-    let scenario = load(&a.common)?;
-    let (from, to) = parse_range(&a.seeds)?;
-    let mut failing = Vec::new();
+fn shrink_command(common: &Common, seed: u64) -> String {
+    replay_command(common, seed).replacen("tally-sim run ", "tally-sim shrink ", 1)
+}
+
+/// What a sweep found.
+struct Swept {
+    groups: Groups,
+    /// Seeds run.
+    ran: u64,
+    wall_s: f64,
+    /// Seeds run and wall seconds when the first failing seed's run ended
+    /// (before its fingerprint's shrink).
+    first: Option<(u64, f64)>,
+}
+
+/// Run seeds `from..to` (until the budget is spent, or the first failure
+/// with `--first`) and group the failing ones by fingerprint.
+fn sweep_seeds(a: &SweepArgs, scenario: &Scenario, from: u64, to: u64) -> Swept {
+    let mut groups = Groups::new(tally_sim::fingerprint::SHRINK_RUNS);
+    let mut first = None;
     let (ran, wall_s) = timed(|| {
         let mut ran = 0;
         #[allow(clippy::disallowed_methods)] // the budget is wall time of the sweep itself
@@ -309,24 +360,169 @@ fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
             let out = world::run(&schedule, false);
             ran += 1;
             if !out.verdict.passed() {
-                outln!("FAIL seed {seed}: {:?}", out.verdict.counts);
-                outln!("  replay: {}", replay_command(&a.common, seed));
-                failing.push(seed);
+                first.get_or_insert((ran, start.elapsed().as_secs_f64()));
+                groups.add(&schedule, &out.verdict);
+                if a.first {
+                    break;
+                }
             }
         }
         ran
     });
-    outln!(
-        "{}: {ran} seeds from {from} in {wall_s:.1} s, {} failing{}",
-        scenario.name,
-        failing.len(),
-        if failing.is_empty() {
-            String::new()
-        } else {
-            format!(": {failing:?}")
+    Swept {
+        groups,
+        ran,
+        wall_s,
+        first,
+    }
+}
+
+/// A sweep's failures as JSON: one entry per fingerprint.
+fn groups_json(common: &Common, groups: &Groups) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = groups
+        .groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "classes": g.fingerprint.classes,
+                "role": g.fingerprint.strike.role,
+                "step": g.fingerprint.strike.step,
+                "count": g.seeds.len(),
+                "seeds": g.seeds,
+                "replay": replay_command(common, g.seeds[0]),
+                "shrink": shrink_command(common, g.seeds[0]),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(groups)
+}
+
+/// Print one line per fingerprint, with the count, the first seeds, and
+/// the commands that replay and shrink the first.
+fn print_groups(common: &Common, groups: &Groups) {
+    for g in &groups.groups {
+        let shown: Vec<String> = g.seeds.iter().take(10).map(u64::to_string).collect();
+        let more = if g.seeds.len() > 10 { ", ..." } else { "" };
+        outln!(
+            "FAIL {} seed{}: {} (seeds {}{more})",
+            g.seeds.len(),
+            if g.seeds.len() == 1 { "" } else { "s" },
+            g.fingerprint,
+            shown.join(", ")
+        );
+        outln!("  replay: {}", replay_command(common, g.seeds[0]));
+        outln!("  shrink: {}", shrink_command(common, g.seeds[0]));
+    }
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<u8> {
+    let scenario = load(&a.common)?;
+    let (from, to) = parse_range(&a.seeds)?;
+    let Swept {
+        groups,
+        ran,
+        wall_s,
+        first,
+    } = sweep_seeds(&a, &scenario, from, to);
+    let failing = groups.failing();
+    if a.json {
+        let v = serde_json::json!({
+            "scenario": scenario.name,
+            "scenario_file": a.common.scenario.display().to_string(),
+            "policy": a.common.policy.name(),
+            "seeds_from": from,
+            "seeds_run": ran,
+            "wall_s": (wall_s * 1000.0).round() / 1000.0,
+            "failing": failing,
+            "first_failure": first.map(|(runs, s)| serde_json::json!({"runs": runs, "wall_s": (s * 1000.0).round() / 1000.0})),
+            "shrink_runs": groups.shrink_runs,
+            "groups": groups_json(&a.common, &groups),
+        });
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        print_groups(&a.common, &groups);
+        outln!(
+            "{}: {ran} seeds from {from} in {wall_s:.1} s, {failing} failing{}",
+            scenario.name,
+            match groups.groups.len() {
+                0 => String::new(),
+                n => format!(" in {n} group{}", if n == 1 { "" } else { "s" }),
+            }
+        );
+    }
+    Ok(u8::from(failing > 0))
+}
+
+/// The search's loop: run until a run fails, the budget is spent or the
+/// runs are made.
+fn explore_until(a: &ExploreArgs, x: &mut Explorer) -> (Option<Tried>, f64) {
+    timed(|| {
+        #[allow(clippy::disallowed_methods)] // the budget is wall time of the search itself
+        let start = std::time::Instant::now();
+        while start.elapsed().as_secs() < a.budget_s && a.runs.is_none_or(|n| x.runs < n) {
+            let tried = x.step();
+            if !tried.summary.verdict.passed() {
+                return Some(tried);
+            }
         }
-    );
-    Ok(u8::from(!failing.is_empty()))
+        None
+    })
+}
+
+fn explore(a: ExploreArgs) -> anyhow::Result<u8> {
+    let scenario = load(&a.common)?;
+    let name = scenario.name.clone();
+    let mut x = Explorer::new(scenario, a.common.policy, a.seed);
+    let (failed, wall_s) = explore_until(&a, &mut x);
+    let mut v = serde_json::json!({
+        "scenario": name,
+        "policy": a.common.policy.name(),
+        "seed": a.seed,
+        "runs": x.runs,
+        "wall_s": (wall_s * 1000.0).round() / 1000.0,
+        "cells": x.cells.len(),
+        "corpus": x.corpus.len(),
+        "failed": failed.is_some(),
+        "reached": x.cells,
+    });
+    if let Some(t) = &failed {
+        let out = a.out.clone().unwrap_or_else(|| {
+            PathBuf::from("target/explore").join(format!("{name}-{}-{}.toml", a.common.policy.name(), a.seed))
+        });
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, t.schedule.to_toml())
+            .map_err(|e| anyhow::anyhow!("cannot write the schedule to {}: {e}", out.display()))?;
+        let mut groups = Groups::new(tally_sim::fingerprint::SHRINK_RUNS);
+        groups.add(&t.schedule, &t.summary.verdict);
+        let fp = &groups.groups[0].fingerprint;
+        v["fingerprint"] = serde_json::json!({"classes": fp.classes, "role": fp.strike.role, "step": fp.strike.step});
+        v["origin"] = serde_json::json!(t.origin.name());
+        v["schedule"] = serde_json::json!(out.display().to_string());
+        v["replay"] = serde_json::json!(format!("tally-sim replay --schedule {}", out.display()));
+    }
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        if let Some(t) = &failed {
+            outln!(
+                "FAIL run {} ({}, {wall_s:.1} s): {}",
+                x.runs,
+                t.origin.name(),
+                v["fingerprint"]
+            );
+            outln!("  replay: {}", v["replay"].as_str().unwrap_or(""));
+        }
+        outln!(
+            "{name}: {} runs in {wall_s:.1} s, {} cells reached, corpus {}{}",
+            x.runs,
+            x.cells.len(),
+            x.corpus.len(),
+            if failed.is_some() { ", failing" } else { ", no failure" }
+        );
+    }
+    Ok(u8::from(failed.is_some()))
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<u8> {

@@ -35,7 +35,7 @@ pub struct Shrunk {
 
 /// Call `f` with each fault rate of `r`, by name, letting it change the
 /// rate. The one list of the rates shrinking knows.
-fn each_rate(r: &mut Resolved, mut f: impl FnMut(&'static str, &mut f64)) {
+pub(crate) fn each_rate(r: &mut Resolved, mut f: impl FnMut(&'static str, &mut f64)) {
     f("lost_reply_rate", &mut r.lost_reply_rate);
     f("s3_error_rate", &mut r.s3_error_rate);
     f("sqs_entry_failure_rate", &mut r.sqs_entry_failure_rate);
@@ -51,7 +51,7 @@ fn each_rate(r: &mut Resolved, mut f: impl FnMut(&'static str, &mut f64)) {
 }
 
 /// The names of the nonzero rates.
-fn rates(s: &Schedule) -> Vec<&'static str> {
+pub(crate) fn rates(s: &Schedule) -> Vec<&'static str> {
     let mut names = Vec::new();
     each_rate(&mut s.resolved.clone(), |name, v| {
         if *v > 0.0 {
@@ -97,11 +97,17 @@ pub fn fault_count(s: &Schedule) -> usize {
 struct Tester {
     wanted: BTreeSet<&'static str>,
     runs: u64,
+    /// Runs allowed in all; past them every try counts as passing, so
+    /// shrinking stops with what it has.
+    max_runs: u64,
 }
 
 impl Tester {
     /// Whether `s` still fails with a wanted violation kind.
     fn fails(&mut self, s: &Schedule) -> Option<BTreeSet<&'static str>> {
+        if self.runs >= self.max_runs {
+            return None;
+        }
         self.runs += 1;
         let out = world::run(s, false);
         let kinds: BTreeSet<&'static str> = out.verdict.counts.keys().copied().collect();
@@ -112,7 +118,14 @@ impl Tester {
 /// Shrink `failing`, which must fail. `progress` hears about each step:
 /// fewer jobs first (every later run is cheaper), then delta debugging
 /// over the faults, then fewer workers.
-pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shrunk, String> {
+pub fn shrink(failing: &Schedule, progress: impl FnMut(&str)) -> Result<Shrunk, String> {
+    shrink_within(failing, u64::MAX, progress)
+}
+
+/// [`shrink`] making at most `max_runs` runs, the first included: once they
+/// are spent it stops where it is, with a schedule that still fails but may
+/// not be minimal.
+pub fn shrink_within(failing: &Schedule, max_runs: u64, mut progress: impl FnMut(&str)) -> Result<Shrunk, String> {
     let first = world::run(failing, false);
     if first.verdict.passed() {
         return Err("the run passes: there is nothing to shrink".into());
@@ -120,6 +133,7 @@ pub fn shrink(failing: &Schedule, mut progress: impl FnMut(&str)) -> Result<Shru
     let mut t = Tester {
         wanted: first.verdict.counts.keys().copied().collect(),
         runs: 1,
+        max_runs,
     };
     let mut kinds = t.wanted.clone();
     let best = fewer_jobs(&mut t, failing.clone(), &mut kinds, &mut progress);

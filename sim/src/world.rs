@@ -24,10 +24,11 @@ use crate::checker::resends::{check_resends, Resends};
 use crate::checker::settle::check_settled;
 use crate::checker::trace::{SharedTrace, Trace};
 use crate::checker::{check, Recorder, Verdict};
+use crate::coverage::Coverage;
 use crate::doubles::experiment::Messy;
 use crate::doubles::memstore::MemStore;
 use crate::faults::inject::{apply, heal};
-use crate::faults::schedule::{hosts, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
+use crate::faults::schedule::{hosts, Fault, Schedule, JOBS_QUEUE, RESULTS_QUEUE};
 use crate::faults::tripwire::SharedWires;
 use crate::hosts::{S3Faults, S3Model, SqsFaults, SqsModel};
 use crate::net::{serve_s3, serve_sqs, sim_builder};
@@ -56,6 +57,9 @@ pub struct RunSummary {
     /// the branch of the adapter's classification each takes
     /// ([`crate::net::take_sdk_answers`]).
     pub sdk_answers: BTreeMap<String, u64>,
+    /// The cells of the fault and outcome space the run reached (none
+    /// unless asked for: [`run_covered`]).
+    pub coverage: Coverage,
 }
 
 /// The sweep every simulated run submits.
@@ -172,6 +176,17 @@ pub fn synthetic_sweep(name: String, jobs: u64, job_ms: u64) -> Sweep {
 
 /// Run `schedule` to the end and check it.
 pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
+    run_with(schedule, capture, Coverage::default())
+}
+
+/// [`run`], recording the cells of the fault and outcome space the run
+/// reached. Knowing where each role stands costs a few percent of a
+/// run's time, so only a search asks.
+pub fn run_covered(schedule: &Schedule) -> RunSummary {
+    run_with(schedule, false, Coverage::recording())
+}
+
+fn run_with(schedule: &Schedule, capture: bool, mut coverage: Coverage) -> RunSummary {
     let s = schedule.resolved.scenario.clone();
     let sweeps = sweeps_for(schedule);
     // Counts that under-count at random defeat any quiet period: resends
@@ -212,9 +227,11 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         role_failures: RefCell::new(Vec::new()),
     });
     roles::add_hosts(&mut sim, &ctx);
-    let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace);
+    ctx.wires.lock().expect("wires lock").track_steps = coverage.on;
+    let (finished, sim_ms, faults) = drive(&mut sim, schedule, &ctx, &sqs, &s3, &trace, &mut coverage);
     drop(sim);
-    let (report, mut verdict) = final_check(&ctx, &s3, &oracle);
+    coverage.rare(sqs.borrow().rare_events());
+    let (report, mut verdict) = final_check(&ctx, &s3, &oracle, &mut coverage);
     for (at, host, error) in ctx.role_failures.borrow().iter() {
         // A role stops only on an error its retry layer took for
         // permanent; in production the process would exit.
@@ -231,6 +248,7 @@ pub fn run(schedule: &Schedule, capture: bool) -> RunSummary {
         finished,
         faults,
         sdk_answers: crate::net::take_sdk_answers(),
+        coverage,
     }
 }
 
@@ -278,6 +296,7 @@ fn drive(
     sqs: &Rc<RefCell<SqsModel>>,
     s3: &Rc<RefCell<S3Model>>,
     trace: &SharedTrace,
+    coverage: &mut Coverage,
 ) -> (bool, u64, usize) {
     let s = &schedule.resolved.scenario;
     let lost_reply_rate = schedule.resolved.lost_reply_rate;
@@ -300,37 +319,30 @@ fn drive(
                 .lock()
                 .expect("trace lock")
                 .event(now, "fault", format_args!("{:?}", e.fault));
+            if !matches!(&e.fault, Fault::Crash { host, .. } if !sim.is_host_running(host.as_str())) {
+                let rounds = ctx
+                    .oracle
+                    .lock()
+                    .expect("oracle lock")
+                    .sweeps
+                    .iter()
+                    .map(|o| o.rounds)
+                    .sum();
+                coverage.struck(&e.fault, &ctx.wires.lock().expect("wires lock"), rounds);
+            }
             apply(sim, &e.fault, now, sqs, &ctx.wires, &mut restarts, &mut repairs);
             next += 1;
         }
         let fired = std::mem::take(&mut ctx.wires.lock().expect("wires lock").fired);
         for (host, down_ms) in fired {
             trace.lock().expect("trace lock").event(now, "tripwire", &host);
+            coverage.fired(&host, &ctx.wires.lock().expect("wires lock"));
             if sim.is_host_running(host.as_str()) {
                 sim.crash(host.as_str());
                 restarts.push((now + down_ms, host));
             }
         }
-        restarts.retain(|(at, host)| {
-            if *at <= now {
-                sim.bounce(host.as_str());
-                false
-            } else {
-                true
-            }
-        });
-        repairs.retain(|(at, a, b, oneway)| {
-            if *at <= now {
-                if *oneway {
-                    sim.repair_oneway(a.as_str(), b.as_str());
-                } else {
-                    sim.repair(a.as_str(), b.as_str());
-                }
-                false
-            } else {
-                true
-            }
-        });
+        restart_and_repair(sim, now, &mut restarts, &mut repairs);
         if !healed && now >= s.fault_ms {
             healed = true;
             ctx.wires.lock().expect("wires lock").disarm_all();
@@ -349,6 +361,35 @@ fn drive(
             return (false, now, next);
         }
     }
+}
+
+/// Restart the crashed hosts and repair the partitions that are due.
+fn restart_and_repair(
+    sim: &mut turmoil::Sim<'_>,
+    now: u64,
+    restarts: &mut Vec<(u64, String)>,
+    repairs: &mut Vec<(u64, String, String, bool)>,
+) {
+    restarts.retain(|(at, host)| {
+        if *at <= now {
+            sim.bounce(host.as_str());
+            false
+        } else {
+            true
+        }
+    });
+    repairs.retain(|(at, a, b, oneway)| {
+        if *at <= now {
+            if *oneway {
+                sim.repair_oneway(a.as_str(), b.as_str());
+            } else {
+                sim.repair(a.as_str(), b.as_str());
+            }
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// How long the roles keep running after the sweep was declared complete:
@@ -392,12 +433,18 @@ fn settled(
 /// Reconcile and check every sweep of the run. Several sweeps make one
 /// report and one verdict that add up theirs, each violation naming its
 /// sweep.
-fn final_check(ctx: &Ctx, s3: &Rc<RefCell<S3Model>>, oracle: &SharedOracle) -> (Report, Verdict) {
+fn final_check(
+    ctx: &Ctx,
+    s3: &Rc<RefCell<S3Model>>,
+    oracle: &SharedOracle,
+    coverage: &mut Coverage,
+) -> (Report, Verdict) {
     let oracles = oracle.lock().expect("oracle lock");
     let store = MemStore::snapshot(&s3.borrow());
     let mut checked = ctx.sweeps.iter().zip(&oracles.sweeps).map(|(sweep, truth)| {
         let id = sweep.id();
         let (report, recorder) = final_reconcile(ctx, &id, &store);
+        coverage.keys(truth, &recorder);
         let mut verdict = check(truth, &recorder, &report, true);
         let last = ctx.last_reports.borrow().get(&id).map(|(_, r)| r.clone());
         check_settled(last.as_ref(), &report, &mut verdict);

@@ -7,6 +7,8 @@
 // production code.
 #![allow(clippy::too_many_lines)]
 
+mod explore;
+mod fingerprints;
 mod mutants;
 mod regressions;
 mod replay;

@@ -153,6 +153,31 @@ pub struct Oracle {
     /// Result copies in the results queue per key, and keys resent while
     /// one was there.
     pub resends: Resends,
+    /// How each key's messages left the queues other than by a consumer's
+    /// delete, as [`fate`] bits: for coverage.
+    pub fates: Vec<u8>,
+    /// Resubmission rounds the driver recorded so far.
+    pub rounds: u32,
+}
+
+/// Bits of [`Oracle::fates`].
+pub mod fate {
+    /// A first-attempt job message was destroyed (queue deletion, purge,
+    /// expiry).
+    pub const JOB_LOST: u8 = 1;
+    /// A resent job message was destroyed.
+    pub const RESENT_JOB_LOST: u8 = 2;
+    /// A result message was destroyed.
+    pub const RESULT_LOST: u8 = 4;
+    /// A message was moved to a dead-letter queue.
+    pub const DEAD_LETTERED: u8 = 8;
+    /// Every bit, by name.
+    pub const NAMES: [(u8, &str); 4] = [
+        (JOB_LOST, "job-lost"),
+        (RESENT_JOB_LOST, "resent-job-lost"),
+        (RESULT_LOST, "result-lost"),
+        (DEAD_LETTERED, "dead-lettered"),
+    ];
 }
 
 /// The ground truth of every sweep of a run, one [`Oracle`] each; each
@@ -234,6 +259,7 @@ impl Oracles {
         else {
             return;
         };
+        o.rounds += 1;
         if let Ok(round) = serde_json::from_slice::<tally::core::manifest::Round>(bytes) {
             o.resends.decided(&round);
         }
@@ -243,7 +269,7 @@ impl Oracles {
     /// any queue the driver looks at.
     pub fn dead_lettered(&mut self, queue: &str, body: &str) {
         for o in &mut self.sweeps {
-            let _ = o.left(queue, body);
+            let _ = o.left(queue, body, true);
         }
     }
 
@@ -273,7 +299,25 @@ impl Oracle {
             dropped: BTreeSet::new(),
             answered: Attempts::new(jobs),
             resends: Resends::new(jobs, false),
+            fates: vec![0; jobs as usize],
+            rounds: 0,
         }
+    }
+
+    /// Whether a resubmitted attempt (round 2 or later) of key `index`
+    /// had a result accepted.
+    pub fn answered_again(&self, index: u64) -> bool {
+        let low = self
+            .answered
+            .low
+            .get(index as usize)
+            .is_some_and(|&bits| bits & !1 != 0);
+        low || self
+            .answered
+            .high
+            .range((index, 0)..=(index, u32::MAX))
+            .next()
+            .is_some()
     }
 
     /// The experiment started running key `index`; returns how many runs
@@ -349,20 +393,42 @@ impl Oracle {
 
     /// A copy of this sweep's left `queue` without being deleted; a result
     /// leaving returns its (key, run hash).
-    fn left(&mut self, queue: &str, body: &str) -> Option<(u64, u64)> {
+    /// `dead_lettered` says whether it moved to a dead-letter queue (else
+    /// it was destroyed).
+    fn left(&mut self, queue: &str, body: &str, dead_lettered: bool) -> Option<(u64, u64)> {
         if let Some((index, run, _)) = self.result_key(queue, body) {
             self.resends.removed(index);
+            self.mark(
+                index,
+                if dead_lettered {
+                    fate::DEAD_LETTERED
+                } else {
+                    fate::RESULT_LOST
+                },
+            );
             return Some((index, run));
         }
         if let Some(job) = self.job_of(queue, body) {
             self.resends.removed(job.index);
+            let bit = match (dead_lettered, job.attempt) {
+                (true, _) => fate::DEAD_LETTERED,
+                (false, 0 | 1) => fate::JOB_LOST,
+                (false, _) => fate::RESENT_JOB_LOST,
+            };
+            self.mark(job.index, bit);
         }
         None
     }
 
+    fn mark(&mut self, index: u64, bit: u8) {
+        if let Some(f) = self.fates.get_mut(index as usize) {
+            *f |= bit;
+        }
+    }
+
     /// A message was destroyed without being deleted.
     pub fn destroyed(&mut self, queue: &str, body: &str) {
-        if let Some(result) = self.left(queue, body) {
+        if let Some(result) = self.left(queue, body, false) {
             self.destroyed.insert(result);
         }
     }

@@ -143,6 +143,11 @@ pub struct Wires {
     armed: BTreeMap<String, (Step, u64)>,
     /// Hosts to crash now, with how long they stay down.
     pub fired: Vec<(String, u64)>,
+    /// The last step each host passed: where a fault striking it now
+    /// strikes, for coverage (kept only when `track_steps`).
+    last: BTreeMap<String, Step>,
+    /// Whether to keep each host's last step.
+    pub track_steps: bool,
 }
 
 /// Tripwires shared by the driver and the role hosts.
@@ -159,7 +164,22 @@ impl Wires {
         self.armed.clear();
     }
 
+    /// The last step `host` passed, if any.
+    pub fn last_step(&self, host: &str) -> Option<Step> {
+        self.last.get(host).copied()
+    }
+
     fn trip(&mut self, host: &str, step: Step) -> bool {
+        // Every call of every role passes here: only a search pays for
+        // the bookkeeping, and no allocation once a host has a slot.
+        if self.track_steps {
+            match self.last.get_mut(host) {
+                Some(last) => *last = step,
+                None => {
+                    self.last.insert(host.to_owned(), step);
+                }
+            }
+        }
         match self.armed.get(host) {
             Some(&(s, down_ms)) if s == step => {
                 self.armed.remove(host);

@@ -252,6 +252,10 @@ pub struct SqsModel {
     next_serial: u64,
     next_message_id: u64,
     observer: Observer,
+    /// How often each of the model's rare behaviours happened (a stale
+    /// handle used, a dead-letter move, a throttled call...): what a run
+    /// covered, for coverage-guided search. Counting draws nothing.
+    rare: BTreeMap<&'static str, u64>,
 }
 
 impl std::fmt::Debug for SqsModel {
@@ -288,6 +292,7 @@ impl SqsModel {
             next_serial: 0,
             next_message_id: 0,
             observer: None,
+            rare: BTreeMap::new(),
         }
     }
 
@@ -398,6 +403,16 @@ impl SqsModel {
             .min()
     }
 
+    /// Count one rare behaviour.
+    fn note(&mut self, what: &'static str) {
+        *self.rare.entry(what).or_default() += 1;
+    }
+
+    /// How often each rare behaviour happened so far, by name.
+    pub fn rare_events(&self) -> &BTreeMap<&'static str, u64> {
+        &self.rare
+    }
+
     fn chance(&mut self, rate: f64) -> bool {
         rate > 0.0 && self.fault_rng.random_bool(rate.min(1.0))
     }
@@ -416,6 +431,7 @@ impl SqsModel {
     fn throttled(&mut self) -> Result<(), QueueError> {
         let rate = self.worst.throttle_rate;
         if self.worst_chance(rate) {
+            self.note("throttled");
             return Err(retryable(
                 "RequestThrottled",
                 "The request was denied due to request throttling.".into(),

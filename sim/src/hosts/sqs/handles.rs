@@ -97,12 +97,17 @@ impl SqsModel {
         let current = copy.receive_count == handle.receive_count;
         let lapsed = !current || copy.visible_seq != HIDDEN;
         if lapsed {
+            self.note("stale-handle-used");
             let (fail_rate, delete_rate) = (self.worst.stale_handle_fail_rate, self.worst.stale_delete_deletes_rate);
             if self.worst_chance(fail_rate) {
+                self.note("stale-handle-failed");
                 return Err(invalid_handle(text));
             }
             if !current && !self.worst_chance(delete_rate) {
                 return Ok(());
+            }
+            if !current {
+                self.note("stale-handle-deleted");
             }
         }
         let q = self.queues.get_mut(queue).expect("opened by the caller");
@@ -211,6 +216,7 @@ impl SqsModel {
     fn undercount(&mut self, count: u64) -> u64 {
         let rate = self.worst.undercount_rate;
         if count > 0 && self.worst_chance(rate) {
+            self.note("undercount");
             return self.worst_rng.random_range(0..count);
         }
         count

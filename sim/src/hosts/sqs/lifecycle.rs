@@ -48,7 +48,9 @@ impl SqsModel {
     /// for calls that look at which copies are visible.
     pub(super) fn open_settled(&mut self, queue: &str, now_ms: u64) -> Result<(), QueueError> {
         self.open(queue, now_ms)?;
-        self.queues.get_mut(queue).expect("opened above").settle(now_ms);
+        if self.queues.get_mut(queue).expect("opened above").settle(now_ms) > 0 {
+            self.note("latent-duplicate-shown");
+        }
         Ok(())
     }
 
@@ -63,6 +65,7 @@ impl SqsModel {
         // wait at least one second after the queue is created to be able to
         // use the queue." (with SqsWorstCase::create_ready_ms)
         if now_ms < q.ready_ms {
+            self.note("used-before-ready");
             return Err(missing(queue));
         }
         Ok(())
@@ -111,7 +114,8 @@ impl SqsModel {
     /// DeleteQueue API Reference: "When you delete a queue, you must wait
     /// at least 60 seconds before creating a queue with the same name." A
     /// queue still in its deletion window cannot be recreated either.
-    fn deleted_recently(&self, queue: &str, now_ms: u64) -> QueueError {
+    fn deleted_recently(&mut self, queue: &str, now_ms: u64) -> QueueError {
+        self.note("recreate-while-deleted-recently");
         let named_ms = self.deleted_ms.get(queue).map_or(0, |&at| at + DELETED_RECENTLY_MS);
         let vanish_ms = self.queues.get(queue).and_then(|q| q.vanish_ms).unwrap_or(0);
         QueueError::DeletedRecently {
@@ -139,6 +143,7 @@ impl SqsModel {
             return Ok(());
         }
         self.deleted_ms.insert(queue.into(), now_ms);
+        self.note("queue-deleted");
         if max_ms == 0 {
             self.vanish(queue);
             return Ok(());
@@ -186,12 +191,14 @@ impl SqsModel {
         let max_ms = self.worst.purge_window_max_ms;
         let q = self.queues.get_mut(queue).expect("opened above");
         if let Some(purged_ms) = q.purged_ms.filter(|&at| now_ms < at + PURGE_INTERVAL_MS) {
+            self.note("purge-refused");
             return Err(retryable(
                 PURGE_QUEUE_IN_PROGRESS,
                 format!("{queue} was purged at {purged_ms} ms, less than 60 s ago"),
             ));
         }
         q.purged_ms = Some(now_ms);
+        self.note("purged");
         if max_ms == 0 {
             self.destroy_all(queue);
             return Ok(());

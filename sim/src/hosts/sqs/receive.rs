@@ -108,6 +108,7 @@ impl SqsModel {
         if !self.worst_chance(rate) {
             return max;
         }
+        self.note("short-receive");
         match (long, max) {
             (true, 1) => 1,
             (true, _) => self.worst_rng.random_range(1..max),
@@ -138,6 +139,7 @@ impl SqsModel {
             };
             match fate {
                 Pick::Expire => {
+                    self.note("expired");
                     let q = self.queues.get_mut(queue).expect("opened by the caller");
                     let copy = q.remove(id);
                     tell(&mut self.observer, |o| o.destroyed(queue, &copy.body));
@@ -163,6 +165,7 @@ impl SqsModel {
         let q = self.queues.get_mut(queue).expect("delivering from an existing queue");
         let copy = q.copy_mut(id);
         copy.receive_count += 1;
+        let again = copy.first_receive_ms.is_some();
         copy.first_receive_ms.get_or_insert(now_ms);
         let handle = Handle {
             slot: id,
@@ -177,6 +180,9 @@ impl SqsModel {
             receive_count: copy.receive_count,
         };
         q.hide(id, now_ms + visibility_ms);
+        if again {
+            self.note("redelivered");
+        }
         tell(&mut self.observer, |o| {
             o.delivered(queue, &received.body, received.receive_count)
         });
@@ -196,6 +202,11 @@ impl SqsModel {
     fn duplicate(&mut self, queue: &str, id: usize, now_ms: u64) {
         let latent_max_ms = self.worst.latent_duplicate_max_ms;
         let due_ms = (latent_max_ms > 0).then(|| now_ms + self.latent_delay_ms(latent_max_ms));
+        self.note(if due_ms.is_some() {
+            "latent-duplicate"
+        } else {
+            "duplicate"
+        });
         let q = self.queues.get_mut(queue).expect("duplicating in an existing queue");
         let original = q.copy(id);
         self.next_serial += 1;
@@ -235,6 +246,7 @@ impl SqsModel {
     fn dead_letter(&mut self, queue: &str, dead_letter: &str, id: usize, now_ms: u64) {
         let q = self.queues.get_mut(queue).expect("redriving from an existing queue");
         let mut copy = q.remove(id);
+        self.note("dead-letter-move");
         tell(&mut self.observer, |o| o.dead_lettered(queue, dead_letter, &copy.body));
         copy.visible_at_ms = now_ms;
         copy.visible_seq = HIDDEN;

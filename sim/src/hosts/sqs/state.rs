@@ -172,15 +172,19 @@ impl QueueState {
 
     /// Bring the queue up to `now_ms`: latent duplicates that are due
     /// appear, then copies whose visibility ran out become visible.
-    pub fn settle(&mut self, now_ms: u64) {
+    /// Returns how many latent duplicates appeared.
+    pub fn settle(&mut self, now_ms: u64) -> usize {
+        let mut shown = 0;
         while let Some(entry) = self.latent.first_entry() {
             if entry.key().0 > now_ms {
                 break;
             }
             let copy = entry.remove();
             self.insert(copy);
+            shown += 1;
         }
         self.promote(now_ms);
+        shown
     }
 
     /// Keep `copy` hidden from everything until `due_ms`, when
