@@ -11,10 +11,16 @@ With --peer BIN, the same runs are made with a second build of tally-sim,
 interleaved with the first, and the table gains the ratio between the two:
 the way to measure a change on a noisy machine.
 
+With --floor [BIN], the bare-turmoil floor (sim/examples/floor.rs: one
+queue host, worker hosts of pollers, batched fetch and acknowledge, nothing
+else) runs at each size too, interleaved with the tally-sim runs, and the
+table gains the floor's median wall time and tally-sim's ratio to it.
+
 Usage:
   python3 bench/sim.py [--jobs 60000,600000,6000000] [--repeat 3]
                        [--scenario scenarios/six-million.toml] [--seed 1]
                        [--bin target/release/tally-sim] [--peer OTHER]
+                       [--floor [target/release/examples/floor]]
 """
 import argparse
 import os
@@ -27,6 +33,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"(PASS|FAIL) \((\d+) jobs, (\d+) faults, ([\d.]+) sim s")
+FLOOR_LINE = re.compile(r"(PASS|FAIL) floor: (\d+) jobs, ([\d.]+) sim s")
+FLOOR_BIN = os.path.join(ROOT, "target", "release", "examples", "floor")
 
 
 def run_once(binary, scenario, jobs, seed, policy):
@@ -48,6 +56,22 @@ def run_once(binary, scenario, jobs, seed, policy):
     return m.group(1), float(m.group(4)), wall, usage.ru_maxrss, text
 
 
+def run_floor(binary, jobs, seed):
+    """One run of the floor program: (wall seconds, peak RSS KiB); it must pass."""
+    argv = [binary, "--jobs", str(jobs), "--seed", str(seed)]
+    with tempfile.TemporaryFile(mode="w+") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        text = out.read()
+    m = FLOOR_LINE.search(text)
+    if not m or m.group(1) != "PASS" or os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"the floor failed: {' '.join(argv)}:\n{text}")
+    return wall, usage.ru_maxrss
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", default="60000,600000,6000000")
@@ -57,9 +81,14 @@ def main():
     ap.add_argument("--policy", default="real")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "tally-sim"))
     ap.add_argument("--peer", help="a second tally-sim build to compare against")
+    ap.add_argument("--floor", nargs="?", const=FLOOR_BIN,
+                    help="also run the bare-turmoil floor program (default: the built example)")
     args = ap.parse_args()
     if args.bin == os.path.join(ROOT, "target", "release", "tally-sim"):
         subprocess.run(["cargo", "build", "--release", "-p", "tally-sim"], cwd=ROOT, check=True)
+    if args.floor == FLOOR_BIN:
+        subprocess.run(["cargo", "build", "--release", "-p", "tally-sim", "--example", "floor"], cwd=ROOT,
+                       check=True)
     bins = {"this": args.bin}
     if args.peer:
         bins["peer"] = args.peer
@@ -74,10 +103,17 @@ def main():
                 if verdict != "PASS" and args.policy == "real":
                     sys.exit(f"a run failed:\n{out}")
                 rows.setdefault((name, jobs), []).append((wall, sim_s, rss_kib))
+            if args.floor:
+                wall, rss_kib = run_floor(args.floor, jobs, args.seed)
+                print(f"floor {jobs} jobs run {r + 1}: {wall:.2f} s wall, {rss_kib / 1024:.0f} MiB",
+                      file=sys.stderr, flush=True)
+                rows.setdefault(("floor", jobs), []).append((wall, 0, rss_kib))
     print(f"\n{args.scenario}, seed {args.seed}, policy {args.policy}, medians of {args.repeat}\n")
     head = "| build | jobs | wall s | jobs / wall s | sim s / wall s | peak RSS MiB | wall vs smallest |"
     if args.peer:
         head += " wall vs peer |"
+    if args.floor:
+        head += " floor wall s | wall vs floor |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name in bins:
@@ -94,6 +130,9 @@ def main():
             if args.peer:
                 other = statistics.median(g[0] for g in rows[("peer" if name == "this" else "this", jobs)])
                 line += f" {wall / other:.2f} |"
+            if args.floor:
+                floor = statistics.median(g[0] for g in rows[("floor", jobs)])
+                line += f" {floor:.3f} | {wall / floor:.1f}x |"
             print(line)
 
 

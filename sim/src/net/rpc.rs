@@ -20,6 +20,26 @@ thread_local! {
     /// simulation runs on one), borrowed only between awaits; the pages
     /// are touched only as far as frames reach.
     static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; FRAME_BYTES_MAX]);
+    /// Where frames are encoded before they are sent: turmoil copies a
+    /// datagram's bytes anyway, so encoding into a fresh vector that grows
+    /// by doubling would allocate and copy once or more per frame for
+    /// nothing. Borrowed only inside [`send_frame`], which never awaits.
+    static SEND_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; FRAME_BYTES_MAX]);
+}
+
+/// Encode `frame` and send it from `socket` to `to` in one step. A frame
+/// over [`FRAME_BYTES_MAX`] is not sent: `Ok(Err(len))` gives its size.
+fn send_frame<T: Serialize, A: turmoil::ToSocketAddrs>(
+    socket: &UdpSocket,
+    to: A,
+    frame: &Frame<T>,
+) -> io::Result<Result<(), usize>> {
+    SEND_BUF.with_borrow_mut(|buf| match postcard::to_slice(frame, buf) {
+        Ok(bytes) => socket.try_send_to(bytes, to).map(|_| Ok(())),
+        // Only a frame too large for the buffer fails to encode; its size
+        // is measured the slow way, on this rare path alone.
+        Err(_) => Ok(Err(postcard::to_stdvec(frame).map_or(usize::MAX, |v| v.len()))),
+    })
 }
 
 /// Why a call got no answer.
@@ -61,17 +81,13 @@ impl Caller {
         // the send time makes a stale reply's id differ from the new call's.
         let count = self.calls.fetch_add(1, Ordering::Relaxed);
         let id = (sim_now_ms() << 20) | (count & 0xF_FFFF);
-        let bytes = postcard::to_stdvec(&Frame { id, body: request }).expect("requests always encode");
-        if bytes.len() > FRAME_BYTES_MAX {
-            return Err(Lost::TooLarge(bytes.len()));
-        }
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
             .await
             .map_err(|e| unknown("SocketError", e))?;
-        socket
-            .send_to(&bytes, (self.config.host.as_str(), self.port))
-            .await
-            .map_err(|e| unknown("ConnectionRefused", e))?;
+        let frame = Frame { id, body: request };
+        send_frame(&socket, (self.config.host.as_str(), self.port), &frame)
+            .map_err(|e| unknown("ConnectionRefused", e))?
+            .map_err(Lost::TooLarge)?;
         let limit = Duration::from_millis(self.config.timeout_ms + wait_ms);
         match tokio::time::timeout(limit, recv_reply(&socket, id)).await {
             Ok(reply) => reply,
@@ -111,8 +127,9 @@ pub(crate) async fn recv_frame<T: DeserializeOwned>(socket: &UdpSocket) -> io::R
 /// Answer request `id` from `to`. A reply that cannot be sent is lost,
 /// which the caller sees as a timeout.
 pub(crate) fn reply<T: Serialize>(socket: &UdpSocket, to: SocketAddr, id: u64, body: &T) {
-    let bytes = postcard::to_stdvec(&Frame { id, body }).expect("replies always encode");
-    if let Err(e) = socket.try_send_to(&bytes, to) {
-        tracing::debug!(%to, error = %e, "reply lost");
+    match send_frame(socket, to, &Frame { id, body }) {
+        Ok(Ok(())) => {}
+        Ok(Err(len)) => tracing::debug!(%to, len, "reply lost: over the frame limit"),
+        Err(e) => tracing::debug!(%to, error = %e, "reply lost"),
     }
 }

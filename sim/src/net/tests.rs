@@ -339,3 +339,29 @@ fn tallys_resilient_calls_get_every_body_accepted_through_a_queue_deletion_and_a
         "{left} bodies left: the deletion destroyed none?"
     );
 }
+
+#[test]
+fn a_request_over_the_frame_limit_is_refused_unsent_with_its_size_and_the_next_one_goes_through() {
+    let (mut sim, _sqs, s3) = cloud(3, SqsFaults::default());
+    sim.client("client", async {
+        let store = SimStore::new(RpcConfig::new("s3"));
+        let err = store.put_if_absent("big", vec![7; FRAME_BYTES_MAX]).await.unwrap_err();
+        match err {
+            StoreError::Permanent { code, message } => {
+                assert_eq!(code, "EntityTooLarge");
+                let len: usize = message
+                    .strip_prefix("a ")
+                    .and_then(|m| m.split('-').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no size in {message:?}"));
+                assert!(len > FRAME_BYTES_MAX, "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.put_if_absent("small", vec![1]).await?, PutOutcome::Created);
+        Ok(())
+    });
+    sim.run().unwrap();
+    assert!(s3.borrow().object("big").is_none());
+    assert!(s3.borrow().object("small").is_some());
+}
