@@ -27,8 +27,8 @@ use tally::core::reconciler::KeyClass;
 use crate::checker::oracle::{fate, Oracle};
 use crate::checker::Recorder;
 use crate::faults::schedule::{hosts, Fault};
+use crate::faults::strike::{role_of, strike_of};
 use crate::faults::tripwire::Wires;
-use crate::fingerprint::{role_of, strike_of};
 
 /// The cells one run reached. The default records nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -59,7 +59,9 @@ mod http;
 mod queue;
 mod rpc;
 mod s3_rest;
+mod s3_serve;
 mod sqs_json;
+mod sqs_serve;
 mod store;
 mod wire;
 
@@ -71,8 +73,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub use http::{sdk_clients, take_sdk_answers, SimHttpClient};
-pub use queue::{serve_sqs, SimQueue};
-pub use store::{serve_s3, SimStore};
+pub use queue::SimQueue;
+pub use s3_serve::serve_s3;
+pub use sqs_serve::serve_sqs;
+pub use store::SimStore;
 
 use crate::hosts::{S3Model, SqsModel};
 

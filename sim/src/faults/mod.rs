@@ -5,4 +5,5 @@
 pub mod inject;
 pub mod scenario;
 pub mod schedule;
+pub mod strike;
 pub mod tripwire;

@@ -1,17 +1,12 @@
-//! The S3 host's serving loop, and [`SimStore`], the protocol's client.
-
-use std::net::Ipv4Addr;
+//! The S3 host's requests and answers, and [`SimStore`], the protocol's client.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tally::core::{BlobStore, PutOutcome, StoreError};
-use turmoil::net::UdpSocket;
 
-use super::http::HttpFrame;
-use super::rpc::{self, Caller, Lost};
-use super::s3_rest;
+use super::rpc::{Caller, Lost};
 use super::wire::WireStoreError;
-use super::{RpcConfig, SharedS3, S3_HTTP_PORT, S3_PORT};
+use super::{RpcConfig, S3_PORT};
 use crate::hosts::{S3Model, LIST_PAGE_MAX};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,7 +40,7 @@ pub(crate) enum S3Reply {
     Failed(WireStoreError),
 }
 
-fn apply(model: &mut S3Model, request: S3Request) -> S3Reply {
+pub(super) fn apply(model: &mut S3Model, request: S3Request) -> S3Reply {
     let result = match request {
         S3Request::Put { key, bytes } => model.put_if_absent(&key, &bytes).map(|outcome| S3Reply::Put {
             created: outcome == PutOutcome::Created,
@@ -61,32 +56,6 @@ fn apply(model: &mut S3Model, request: S3Request) -> S3Reply {
         }
     };
     result.unwrap_or_else(|e| S3Reply::Failed(e.into()))
-}
-
-/// Serve `model` on [`S3_PORT`] (the direct RPC) and [`S3_HTTP_PORT`] (the
-/// AWS SDK's REST protocol) of the current host until the host stops.
-/// Use as a host's software: `sim.host("s3", move || serve_s3(model.clone()))`.
-pub async fn serve_s3(model: SharedS3) -> turmoil::Result {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, S3_PORT)).await?;
-    let http = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, S3_HTTP_PORT)).await?;
-    loop {
-        tokio::select! {
-            biased;
-            got = rpc::recv_frame::<S3Request>(&socket) => {
-                let (frame, from) = got?;
-                let reply = apply(&mut model.borrow_mut(), frame.body);
-                rpc::reply(&socket, from, frame.id, &reply);
-            }
-            got = rpc::recv_frame::<HttpFrame>(&http) => {
-                let (frame, from) = got?;
-                let reply = match s3_rest::decode(frame.body) {
-                    Ok((request, op)) => s3_rest::encode(&op, apply(&mut model.borrow_mut(), request)),
-                    Err(answer) => answer,
-                };
-                rpc::reply(&http, from, frame.id, &reply);
-            }
-        }
-    }
 }
 
 /// The bucket on a simulated S3 host, as the protocol code sees it.
