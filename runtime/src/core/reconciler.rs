@@ -185,8 +185,9 @@ impl RecordSink for NoSink {
 pub struct Classifier {
     submitted: u64,
     keys: Vec<Key>,
-    /// Run-id hashes of keys seen with more than one distinct run.
-    extra_runs: BTreeMap<u64, Vec<u64>>,
+    /// Run-id hashes, each with its payload hash, of keys seen with more
+    /// than one distinct run.
+    extra_runs: BTreeMap<u64, Vec<(u64, u64)>>,
     report: Report,
     cancelled: bool,
     policy: Policy,
@@ -244,22 +245,25 @@ impl Classifier {
             };
             return Fate::Chosen;
         }
+        // A copy is compared with its own run's payload, not with the key's:
+        // with runs that disagree, comparing with whichever run was read
+        // first would make the count depend on the order segments are read.
         let seen = if key.run == run {
-            true
+            Some(key.payload)
         } else {
             let runs = self.extra_runs.entry(result.index).or_default();
-            let seen = runs.contains(&run);
-            if !seen {
-                runs.push(run);
+            let seen = runs.iter().find(|(r, _)| *r == run).map(|(_, p)| *p);
+            if seen.is_none() {
+                runs.push((run, payload));
             }
             seen
         };
         let real = status != ResultStatus::GaveUp && key.status != Some(ResultStatus::GaveUp);
-        if seen && !(real && payload != key.payload) {
+        if seen.is_some_and(|p| !(real && payload != p)) {
             self.report.redelivered += 1;
             return Fate::Extra;
         }
-        if seen {
+        if seen.is_some() {
             // One run id, two payloads: two executions that shared an id (it
             // should be unique, but hosts can be cloned); never a copy.
             key.runs += 1;
@@ -521,6 +525,33 @@ mod tests {
         assert_eq!(r.conflicts, 1, "key 1's disagreeing copies: {r:?}");
         assert_eq!(r.conflict_indices, vec![1]);
         assert_eq!(r.done, 1);
+    }
+
+    /// Two runs of a key disagree, and each is delivered twice: whatever
+    /// order the segments are read in, the report is the same (a copy of
+    /// the second run used to be taken for a conflict when the first run
+    /// was read first).
+    #[test]
+    fn copies_of_disagreeing_runs_are_counted_alike_in_any_order() {
+        let records = [
+            result(0, "a", ResultStatus::Ok, 1.0),
+            result(0, "b", ResultStatus::Ok, 2.0),
+            result(0, "a", ResultStatus::Ok, 1.0),
+            result(0, "b", ResultStatus::Ok, 2.0),
+        ];
+        let mut reports = Vec::new();
+        for order in [[0, 1, 2, 3], [1, 0, 3, 2], [0, 2, 1, 3], [1, 3, 0, 2]] {
+            let mut c = Classifier::new("s", 1);
+            for i in order {
+                add(&mut c, records[i].clone());
+            }
+            reports.push(c.finish(&mut NoSink));
+        }
+        assert_eq!(reports[0].redelivered, 2, "{:?}", reports[0]);
+        assert_eq!(reports[0].conflicts, 1);
+        for r in &reports[1..] {
+            assert_eq!(r, &reports[0]);
+        }
     }
 
     #[test]
