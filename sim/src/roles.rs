@@ -81,7 +81,7 @@ pub struct Ctx {
 
 /// The work, results and dead-letter queues and the bucket, as one host
 /// reaches them.
-pub type Reach = (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn BlobStore>);
+type Reach = (Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn Queue>, Arc<dyn BlobStore>);
 
 impl Ctx {
     fn incarnation(&self, host: &str) -> u32 {
@@ -335,7 +335,7 @@ async fn reconciler(ctx: Rc<Ctx>) -> turmoil::Result {
 /// scenario that makes messages expire mid-sweep). With the SDK transport
 /// they are production's adapter, `SqsQueue` and `S3Store` (with the
 /// bucket as its claim-check store), through the AWS SDK.
-pub fn reach(scenario: &Scenario, policy: Policy) -> Reach {
+fn reach(scenario: &Scenario, policy: Policy) -> Reach {
     match scenario.transport {
         Transport::Direct => {
             let (jobs, results, dead) = sim_queues(scenario);

@@ -117,9 +117,10 @@ impl fmt::Debug for SimConnector {
 
 impl HttpConnector for SimConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let caller = match request.uri().split('/').nth(2).and_then(|a| a.rsplit(':').next()) {
-            Some(port) if port == SQS_HTTP_PORT.to_string() => Arc::clone(&self.sqs),
-            Some(port) if port == S3_HTTP_PORT.to_string() => Arc::clone(&self.s3),
+        let port = request.uri().split('/').nth(2).and_then(|a| a.rsplit(':').next());
+        let caller = match port.and_then(|p| p.parse::<u16>().ok()) {
+            Some(SQS_HTTP_PORT) => Arc::clone(&self.sqs),
+            Some(S3_HTTP_PORT) => Arc::clone(&self.s3),
             _ => {
                 let uri = request.uri().to_owned();
                 return HttpConnectorFuture::ready(Err(ConnectorError::io(
@@ -202,6 +203,15 @@ pub fn take_sdk_answers() -> std::collections::BTreeMap<String, u64> {
 
 /// Note which branch of the adapter's classification `reply` takes.
 fn note_reply(reply: &HttpReply) {
+    // Only errors and SQS's JSON answers (which carry batch entries'
+    // failures) are read: an object's bytes are never looked at.
+    let sqs_json = reply
+        .headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v.starts_with("application/x-amz-json"));
+    if reply.status < 300 && !sqs_json {
+        return;
+    }
     let text = String::from_utf8_lossy(&reply.body);
     if reply.status >= 300 {
         let query = reply

@@ -215,7 +215,7 @@ impl SqsQueue {
                     .map_err(|e| classify(&e));
                 match created {
                     Ok(out) => out.queue_url().unwrap_or_default().to_owned(),
-                    Err(f) if f.code.ends_with("QueueAlreadyExists") || f.code.ends_with("QueueNameExists") => {
+                    Err(f) if exists_with_other_attributes(&f) => {
                         lookup_url(&self.client, name).await.map_err(not_ready)?
                     }
                     Err(f) => return Err(to_queue_error(name, f)),
@@ -307,6 +307,13 @@ pub fn sqs_can_carry(body: &str) -> bool {
         .all(|c| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..))
 }
 
+/// Whether CreateQueue refused because a queue of that name exists with
+/// other attributes (`QueueAlreadyExists` in SQS's query codes,
+/// `QueueNameExists` in its JSON error shapes).
+fn exists_with_other_attributes(f: &Failure) -> bool {
+    f.code.ends_with("QueueAlreadyExists") || f.code.ends_with("QueueNameExists")
+}
+
 /// GetQueueUrl for `name`.
 async fn lookup_url(client: &Client, name: &str) -> Result<String, QueueError> {
     let out = client
@@ -351,7 +358,7 @@ impl Queue for SqsQueue {
                 let f = classify(&e);
                 // Same name, different attributes (changed flags): use the
                 // queue as it is rather than refuse to work.
-                if f.code.ends_with("QueueAlreadyExists") || f.code.ends_with("QueueNameExists") {
+                if exists_with_other_attributes(&f) {
                     warn!(queue = %self.name, "queue exists with other attributes; using it as it is");
                     lookup_url(&self.client, &self.name).await?
                 } else {
