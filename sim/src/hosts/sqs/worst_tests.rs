@@ -397,3 +397,75 @@ fn a_purge_without_a_window_destroys_every_copy_at_once() {
     assert!(m.stats(Q, 0).unwrap().is_drained());
     assert_eq!(seen.borrow().destroyed.len(), 3);
 }
+
+/// Everything a client sees of one queue over a random run of calls, with
+/// the queue deleted at `delete_ms`, and the model's record of destroyed
+/// copies. CreateQueue is left out: it is the one call that tells a queue
+/// in its deletion window from a live one (it is refused).
+fn client_view(seed: u64, worst: SqsWorstCase, delete_ms: u64) -> (Vec<String>, Vec<String>, u64) {
+    use rand::{Rng, SeedableRng};
+    let (mut m, seen) = worst_model(seed, worst);
+    let mut ops = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut view, mut held, mut deleted) = (Vec::new(), Vec::<String>::new(), false);
+    let mut vanish_ms = delete_ms;
+    let mut sent = 0u32;
+    for step in 0..800u64 {
+        let now_ms = step * 250;
+        if !deleted && now_ms >= delete_ms {
+            m.delete_queue(Q, delete_ms).unwrap();
+            vanish_ms = m.deadlines.first().map_or(delete_ms, |d| d.0);
+            deleted = true;
+        }
+        let seen_now = match ops.random_range(0..5) {
+            0 => {
+                let bodies: Vec<String> = (0..ops.random_range(1..=10))
+                    .map(|i| format!("job-{sent}-{i}"))
+                    .collect();
+                sent += 1;
+                format!("{:?}", m.send_batch(Q, &bodies, now_ms))
+            }
+            1 | 2 => {
+                let got = m.receive(Q, ops.random_range(1..=10), ops.random_range(500..=5_000), now_ms);
+                if let Ok(got) = &got {
+                    held.extend(got.iter().map(|r| r.handle.clone()));
+                }
+                format!("{got:?}")
+            }
+            3 => {
+                let take = ops.random_range(0..=held.len().min(10));
+                let handles: Vec<String> = held.drain(..take).collect();
+                format!("{:?}", m.delete_batch(Q, &handles, now_ms))
+            }
+            _ => format!("{:?}", m.stats(Q, now_ms)),
+        };
+        view.push(format!("{now_ms}: {seen_now}"));
+    }
+    let destroyed = seen.borrow().destroyed.clone();
+    (view, destroyed, vanish_ms)
+}
+
+/// Why no protocol bug can be exposed by the deletion window alone: to
+/// every call but CreateQueue, a queue deleted at `t` that vanishes at `v`
+/// looks exactly like one deleted at once at `v`. Same answers to sends,
+/// receives, deletes and counts, the same copies destroyed.
+#[test]
+fn a_deletion_window_looks_to_every_call_but_create_queue_like_an_instant_deletion_at_its_end() {
+    let window = SqsWorstCase {
+        deletion_window_max_ms: 60_000,
+        ..SqsWorstCase::default()
+    };
+    let mut vanished_later = 0;
+    for seed in 0..50 {
+        let delete_ms = 10_000 + seed * 1_000;
+        let (slow, slow_destroyed, vanish_ms) = client_view(seed, window, delete_ms);
+        let (instant, instant_destroyed, _) = client_view(seed, SqsWorstCase::default(), vanish_ms);
+        assert_eq!(slow, instant, "seed {seed}: the answers differ");
+        assert_eq!(slow_destroyed, instant_destroyed, "seed {seed}");
+        assert!(
+            slow.iter().any(|a| a.contains("Missing")),
+            "seed {seed}: never vanished"
+        );
+        vanished_later += usize::from(vanish_ms > delete_ms);
+    }
+    assert!(vanished_later > 40, "the windows were mostly empty: {vanished_later}");
+}
