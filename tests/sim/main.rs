@@ -14,6 +14,7 @@ mod regressions;
 mod replay;
 mod schedules;
 mod sdk;
+mod sweep;
 
 use std::path::PathBuf;
 

@@ -482,6 +482,7 @@ mod tests {
         f.looked(&drained(0));
         assert_eq!(f.looked(&drained(1_000)), Next::Reconcile);
         assert_eq!(f.reconciled(vec![1, 2, 3], 1_000), Next::Wait);
+        assert_eq!(f.rounds(), 0, "a first pass resends nothing");
         // The second pass must wait out another quiet period.
         assert_eq!(f.looked(&drained(1_500)), Next::Wait);
         assert_eq!(f.looked(&drained(2_000)), Next::Reconcile);

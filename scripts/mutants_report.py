@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Summarize a cargo-mutants run against the explained list.
+
+    mutants_report.py MUTANTS_OUT EXPLAINED [--markdown]
+
+MUTANTS_OUT is cargo-mutants' mutants.out directory; EXPLAINED lists, one
+per line, a missed mutant's name without line and column, then " # " and
+why it cannot matter (and, on lines "examined PATH", the files whose every
+mutant has been judged). Prints the counts by area and every missed mutant,
+explained or not, and exits 1 when a missed mutant is not explained. With
+--whole (a run of every mutant), it also names entries of the list that
+were not missed: caught now, or no longer generated.
+"""
+
+import json
+import re
+import sys
+from collections import Counter, defaultdict
+
+KINDS = {
+    "CaughtMutant": "caught",
+    "MissedMutant": "missed",
+    "Unviable": "unviable",
+    "Timeout": "timeout",
+}
+
+
+def bare(name):
+    """A mutant's name without its line and column."""
+    return re.sub(r"^([^:]+):\d+:\d+:", r"\1:", name)
+
+
+def area(path):
+    if path.startswith("runtime/src/core/"):
+        return "core"
+    if path.startswith("runtime/src/adapters/"):
+        return "adapters"
+    return "sweep.rs"
+
+
+def load_explained(path):
+    explained = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#") or line.startswith("examined "):
+                continue
+            name, sep, why = line.partition(" # ")
+            if not sep or not why.strip():
+                sys.exit(f"{path}:{n}: an entry is a mutant's name, ' # ', and the reason it cannot matter")
+            explained[name.strip()] = why.strip()
+    return explained
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if len(args) != 2:
+        sys.exit(__doc__)
+    markdown = "--markdown" in sys.argv
+    with open(f"{args[0]}/outcomes.json", encoding="utf-8") as f:
+        run = json.load(f)
+    explained = load_explained(args[1])
+    counts = defaultdict(Counter)
+    missed = []
+    for o in run["outcomes"]:
+        scenario = o["scenario"]
+        if not isinstance(scenario, dict) or "Mutant" not in scenario:
+            continue
+        m = scenario["Mutant"]
+        kind = KINDS.get(o["summary"], o["summary"])
+        counts[area(m["file"])][kind] += 1
+        if kind == "missed":
+            missed.append(bare(m["name"]))
+    rows = []
+    for a in ("core", "adapters", "sweep.rs"):
+        c = counts.get(a)
+        if not c:
+            continue
+        viable = c["caught"] + c["missed"] + c["timeout"]
+        score = 100.0 * (c["caught"] + c["timeout"]) / viable if viable else 0.0
+        rows.append((a, sum(c.values()), c["caught"], c["missed"], c["unviable"], c["timeout"], score))
+    if markdown:
+        print("| area | mutants | caught | missed | unviable | timed out | caught of viable |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.1f}% |")
+    else:
+        for r in rows:
+            print(f"{r[0]}: {r[1]} mutants, {r[2]} caught, {r[3]} missed, {r[4]} unviable, "
+                  f"{r[5]} timed out: {r[6]:.1f}% of viable mutants caught")
+    unexplained = [m for m in missed if m not in explained]
+    for m in sorted(missed):
+        why = explained.get(m)
+        print(f"{'- ' if markdown else ''}missed: {m}" + (f" (explained: {why})" if why else " (NOT EXPLAINED)"))
+    stale = [name for name in explained if "--whole" in sys.argv and name not in missed]
+    for name in stale:
+        print(f"explained but not missed (caught now, or gone): {name}")
+    if unexplained:
+        print(f"{len(unexplained)} missed mutant(s) not in {args[1]}: catch them with a test, "
+              "or explain why they cannot matter")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
