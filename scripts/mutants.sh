@@ -8,6 +8,7 @@
 #   scripts/mutants.sh                  every mutant (hours on two cores)
 #   scripts/mutants.sh --shard K/N      shard K of N (0-based), e.g. 3/200
 #   scripts/mutants.sh --random-shard N one shard of N, drawn at random
+#   scripts/mutants.sh --sample S       a random shard of about S mutants
 #   scripts/mutants.sh --list           list the mutants, run nothing
 #   scripts/mutants.sh --core           only runtime/src/core/
 #   scripts/mutants.sh --examined       only the files docs/mutants-explained.txt
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
         --random-shard)
             n="$2"; shift 2
             shard=(--shard "$(python3 -c "import random; print(random.randrange($n))")/$n") ;;
+        --sample) sample="$2"; shift 2 ;;
         --list) list=1; shift ;;
         --core) files=(-f 'runtime/src/core/**'); shift ;;
         --file)
@@ -62,6 +64,12 @@ common=(-p tally "${files[@]}" --line-col false)
 if [ "$list" = 1 ]; then
     cargo mutants --list "${common[@]}"
     exit 0
+fi
+if [ -n "${sample:-}" ]; then
+    count=$(cargo mutants --list "${common[@]}" | wc -l)
+    n=$(( count / sample )); (( n > 0 )) || n=1
+    shard=(--shard "$(python3 -c "import random; print(random.randrange($n))")/$n")
+    echo "$count mutants; a random one of $n shards"
 fi
 
 out=target/mutants

@@ -34,7 +34,25 @@ impl Drop for Scratch {
 pub fn tally() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
     cmd.env_remove("TALLY_DATA").env_remove("RUST_LOG");
+    die_with_the_test(&mut cmd);
     cmd
+}
+
+/// The child is killed when the test thread that started it ends, so no
+/// `tally` outlives its test, even when the test binary is killed (as a
+/// mutation run kills one that hangs on a mutant that never stops).
+fn die_with_the_test(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls prctl, which is
+    // async-signal-safe and touches none of the parent's memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 pub fn run(args: &[&str]) -> Output {
