@@ -82,7 +82,7 @@ echo "== cargo mutants ${shard[*]}"
 rc=0
 CARGO_TARGET_DIR="$PWD/target" cargo mutants "${common[@]}" "${shard[@]}" \
     --copy-target false --baseline skip --test-workspace true \
-    --timeout 300 --build-timeout 900 --output "$out" \
+    --timeout 200 --build-timeout 900 --output "$out" \
     -- -- --include-ignored || rc=$?
 # 2: some mutants missed, 3: some timed out; both are judged below.
 case "$rc" in

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Summarize a cargo-mutants run against the explained list.
 
-    mutants_report.py MUTANTS_OUT EXPLAINED [--markdown]
+    mutants_report.py MUTANTS_OUT [MUTANTS_OUT ...] EXPLAINED [--markdown] [--whole]
 
-MUTANTS_OUT is cargo-mutants' mutants.out directory; EXPLAINED lists, one
+MUTANTS_OUT is a cargo-mutants mutants.out directory (several are merged,
+a later run's outcome for a mutant replacing an earlier one's); EXPLAINED lists, one
 per line, a missed mutant's name without line and column, then " # " and
 why it cannot matter (and, on lines "examined PATH", the files whose every
 mutant has been judged). Prints the counts by area and every missed mutant,
@@ -54,23 +55,24 @@ def load_explained(path):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if len(args) != 2:
+    if len(args) < 2:
         sys.exit(__doc__)
     markdown = "--markdown" in sys.argv
-    with open(f"{args[0]}/outcomes.json", encoding="utf-8") as f:
-        run = json.load(f)
-    explained = load_explained(args[1])
+    outcomes = {}
+    for out in args[:-1]:
+        with open(f"{out}/outcomes.json", encoding="utf-8") as f:
+            for o in json.load(f)["outcomes"]:
+                scenario = o["scenario"]
+                if isinstance(scenario, dict) and "Mutant" in scenario:
+                    m = scenario["Mutant"]
+                    outcomes[bare(m["name"])] = (m["file"], KINDS.get(o["summary"], o["summary"]))
+    explained = load_explained(args[-1])
     counts = defaultdict(Counter)
     missed = []
-    for o in run["outcomes"]:
-        scenario = o["scenario"]
-        if not isinstance(scenario, dict) or "Mutant" not in scenario:
-            continue
-        m = scenario["Mutant"]
-        kind = KINDS.get(o["summary"], o["summary"])
-        counts[area(m["file"])][kind] += 1
+    for name, (path, kind) in outcomes.items():
+        counts[area(path)][kind] += 1
         if kind == "missed":
-            missed.append(bare(m["name"]))
+            missed.append(name)
     rows = []
     for a in ("core", "adapters", "sweep.rs"):
         c = counts.get(a)
@@ -96,7 +98,7 @@ def main():
     for name in stale:
         print(f"explained but not missed (caught now, or gone): {name}")
     if unexplained:
-        print(f"{len(unexplained)} missed mutant(s) not in {args[1]}: catch them with a test, "
+        print(f"{len(unexplained)} missed mutant(s) not in {args[-1]}: catch them with a test, "
               "or explain why they cannot matter")
         return 1
     return 0
