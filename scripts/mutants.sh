@@ -15,6 +15,7 @@
 #                                       lists as examined (every mutant judged);
 #                                       CI runs --examined --random-shard N
 #   scripts/mutants.sh --file PATH      only PATH (repeatable)
+#   scripts/mutants.sh --exclude GLOB   not the files GLOB matches (repeatable)
 #
 # Results go to target/mutants/mutants.out (outcomes.json, caught.txt,
 # missed.txt, timeout.txt, unviable.txt). The script exits non-zero when a
@@ -31,6 +32,7 @@ fi
 
 files=(-f 'runtime/src/core/**' -f 'runtime/src/adapters/**' -f runtime/src/sweep.rs)
 shard=()
+excluded=()
 list=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
             n="$2"; shift 2
             shard=(--shard "$(python3 -c "import random; print(random.randrange($n))")/$n") ;;
         --sample) sample="$2"; shift 2 ;;
+        --exclude) excluded+=(-e "$2"); shift 2 ;;
         --list) list=1; shift ;;
         --core) files=(-f 'runtime/src/core/**'); shift ;;
         --file)
@@ -60,7 +63,7 @@ done
 
 # Names without line and column, so the explained list survives edits
 # elsewhere in a file.
-common=(-p tally "${files[@]}" --line-col false)
+common=(-p tally "${files[@]}" "${excluded[@]}" --line-col false)
 if [ "$list" = 1 ]; then
     cargo mutants --list "${common[@]}"
     exit 0
