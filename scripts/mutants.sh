@@ -78,13 +78,14 @@ fi
 out=target/mutants
 mkdir -p "$out"
 # The mutated tree is a copy; its build shares the workspace's target
-# directory for the dependencies. The baseline is the test suite itself, so
+# directory for the dependencies, so one mutant at a time (-j 1): two
+# builds of the same crates there would overwrite each other's binaries. The baseline is the test suite itself, so
 # it is skipped; the timeouts bound a mutant that makes a test hang.
 # `--include-ignored` runs the fixed-seed simulator sweep.
 echo "== cargo mutants ${shard[*]}"
 rc=0
 CARGO_TARGET_DIR="$PWD/target" cargo mutants "${common[@]}" "${shard[@]}" \
-    --copy-target false --baseline skip --test-workspace true \
+    --jobs 1 --copy-target false --baseline skip --test-workspace true \
     --timeout 200 --build-timeout 900 --output "$out" \
     -- -- --include-ignored || rc=$?
 # 2: some mutants missed, 3: some timed out; both are judged below.

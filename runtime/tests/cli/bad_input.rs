@@ -1,7 +1,7 @@
 //! Bad input gets one clear sentence and a non-zero exit, never a panic,
 //! and nothing is written.
 
-use crate::support::{data_arg, report, run, synthetic_sweep, tally, Scratch};
+use crate::support::{data_arg, report, run, synthetic_sweep, tally, BoundedOutput, Scratch};
 
 #[test]
 fn a_malformed_sweep_file_names_file_and_line_exits_2_and_writes_nothing() {
@@ -76,7 +76,7 @@ fn a_foreign_message_in_the_work_queue_is_quarantined_and_the_run_completes() ->
     })?;
     let out = tally()
         .args(["run", &sweep.display().to_string(), "--data", &data_arg(&data)])
-        .output()?;
+        .bounded_output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r = report(&data)?;
     assert_eq!(r["quarantined"], 2, "{r}");

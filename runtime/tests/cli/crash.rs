@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::support::{data_arg, output_within, report, synthetic_sweep, tally, Scratch};
+use crate::support::{data_arg, output_within, report, synthetic_sweep, tally, BoundedOutput, Scratch};
 
 /// Start `tally run` four times, SIGKILL each at a random moment, then
 /// run it to completion; returns the final JSON report. Resubmission is
@@ -56,7 +56,7 @@ fn kill_then_finish(
         child.wait()?;
     }
     anyhow::ensure!(kills > 0, "{name}: no run was killed, so this run proves nothing");
-    let out = tally().args(&args).output()?;
+    let out = tally().args(&args).bounded_output()?;
     let r = report(&data)?;
     println!(
         "{name}: killed {kills} runs; final exit {:?}; report {r}",
@@ -113,9 +113,9 @@ fn a_rerun_of_a_finished_sweep_redoes_nothing() -> anyhow::Result<()> {
     let sweep = scratch.write("s.toml", &synthetic_sweep("rerun", 300, 0));
     let data = scratch.path("data");
     let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)].map(String::from);
-    assert!(tally().args(&args).output()?.status.success());
+    assert!(tally().args(&args).bounded_output()?.status.success());
     let first = report(&data)?;
-    assert!(tally().args(&args).output()?.status.success());
+    assert!(tally().args(&args).bounded_output()?.status.success());
     let second = report(&data)?;
     assert_eq!(first["segments"], second["segments"], "nothing new was stored");
     assert_eq!(second["done"], 300);
@@ -160,7 +160,7 @@ fn a_job_that_kills_tally_run_is_given_up_after_max_attempts() -> anyhow::Result
     assert_eq!((r["failed"].as_u64(), r["done"].as_u64()), (Some(1), Some(0)), "{r}");
     let rows = tally()
         .args(["export", "--data", &data_arg(&data), "--format", "jsonl"])
-        .output()?;
+        .bounded_output()?;
     let row: serde_json::Value = serde_json::from_slice(&rows.stdout)?;
     assert_eq!(row["status"], "gave_up", "{row}");
     Ok(())
@@ -239,7 +239,7 @@ fn a_full_disk_stops_tally_run_with_one_sentence_and_a_rerun_with_space_complete
     drop(disk);
     let _disk = Tmpfs::mount(&mnt, "256m").map_err(|why| anyhow::anyhow!("cannot remount: {why}"))?;
     copy_dir(&saved, &data)?;
-    let out = tally().args(args).output()?;
+    let out = tally().args(args).bounded_output()?;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let r = report(&data)?;
     assert_eq!(

@@ -1,7 +1,7 @@
 //! What tally says when asked to say more, and when something is wrong
 //! that the user must fix.
 
-use crate::support::{data_arg, run, synthetic_sweep, tally, Scratch};
+use crate::support::{data_arg, run, synthetic_sweep, tally, BoundedOutput, Scratch};
 
 #[test]
 fn verbose_flags_log_to_stderr_and_rust_log_overrides_them() -> anyhow::Result<()> {
@@ -19,7 +19,7 @@ fn verbose_flags_log_to_stderr_and_rust_log_overrides_them() -> anyhow::Result<(
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);
         }
-        let out = cmd.output()?;
+        let out = cmd.bounded_output()?;
         anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         Ok(String::from_utf8(out.stderr)?)
     };

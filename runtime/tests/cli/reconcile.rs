@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{data_arg, report, run, synthetic_sweep, tally, Scratch};
+use crate::support::{data_arg, report, run, synthetic_sweep, tally, BoundedOutput, Scratch};
 
 /// A role process, stopped with SIGTERM (then SIGKILL) when dropped.
 struct Role(Child);
@@ -67,7 +67,7 @@ fn watch_runs_the_driver_until_separate_roles_finish_the_sweep() -> anyhow::Resu
     let out = tally()
         .args([&["reconcile", "--watch", "--quiet-s", "1", "--json"][..], &local].concat())
         .stdin(Stdio::null())
-        .output()?;
+        .bounded_output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;

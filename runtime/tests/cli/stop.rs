@@ -4,7 +4,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::support::{data_arg, report, synthetic_sweep, tally, Scratch};
+use crate::support::{data_arg, report, synthetic_sweep, tally, BoundedOutput, Scratch};
 
 /// Send SIGINT to `child` after `after_ms`, then wait for it, polling, at
 /// most `bound_ms`; kills it if it is still running then. Returns its exit
@@ -78,7 +78,7 @@ fn a_run_interrupted_while_submitting_resumes_and_completes() -> anyhow::Result<
     let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)];
     let (code, stderr) = interrupt(spawn(&args)?, 500, 3000)?;
     assert_eq!(code, Some(130), "{stderr}");
-    let out = tally().args(args).output()?;
+    let out = tally().args(args).bounded_output()?;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let r = report(&data)?;
     assert_eq!(

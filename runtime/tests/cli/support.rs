@@ -56,7 +56,61 @@ fn die_with_the_test(cmd: &mut Command) {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    tally().args(args).output().expect("tally runs")
+    tally().args(args).bounded_output().expect("tally runs")
+}
+
+/// How long a test waits for one `tally` command before it kills it and
+/// fails: far more than any test's command needs, far less than a hang.
+pub const COMMAND_BOUND_MS: u64 = 60_000;
+
+/// [`Command::output`] that kills the command and fails if it runs longer
+/// than [`COMMAND_BOUND_MS`], so a `tally` that never stops (as under a
+/// mutant of the runtime) fails its test instead of hanging the suite.
+pub trait BoundedOutput {
+    fn bounded_output(&mut self) -> std::io::Result<Output>;
+}
+
+impl BoundedOutput for Command {
+    #[allow(clippy::disallowed_methods)] // a test's helper threads, never the simulator
+    fn bounded_output(&mut self) -> std::io::Result<Output> {
+        use std::io::Read;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        // Drain both pipes on threads so a chatty child cannot block.
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
+        // Polls instead of reading the clock: the tests keep to core::Clock's rule.
+        let mut status = None;
+        for _ in 0..COMMAND_BOUND_MS / 20 {
+            status = child.try_wait()?;
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "tally did not finish within {} s and was killed",
+                COMMAND_BOUND_MS / 1000
+            )));
+        };
+        Ok(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
 }
 
 pub fn data_arg(dir: &Path) -> String {
