@@ -343,3 +343,42 @@ pub(crate) fn progress_bar(len: u64) -> ProgressBar {
     );
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::DataArgs;
+
+    /// `tally run` in process on a small sweep, bounded: a change to any
+    /// role or to the driver that keeps a run from finishing fails here in
+    /// seconds, among the unit tests, before the CLI's tests start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_sweep_runs_to_completion_within_seconds() {
+        let dir = std::env::temp_dir().join(format!("tally-unit-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sweep = dir.join("s.toml");
+        std::fs::write(
+            &sweep,
+            "name = \"unit\"\nruns = 40\n\n[experiment]\nbuiltin = \"synthetic\"\nsleep_ms = 0\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            sweep,
+            workers: 4,
+            data: DataArgs { data: dir.join("data") },
+            visibility_s: 60,
+            resubmit_rounds: 3,
+            json: true,
+            submit_window: 100_000,
+            ignore_disk_space: true,
+            policy: crate::core::Policy::Real,
+        };
+        let code = tokio::time::timeout(std::time::Duration::from_secs(30), run(args)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let code = code
+            .expect("tally run did not finish within 30 s")
+            .expect("tally run failed");
+        assert_eq!(code, 0);
+    }
+}

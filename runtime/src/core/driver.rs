@@ -496,6 +496,9 @@ mod tests {
         assert_eq!(intersect(&[1, 3, 5, 7, 9], &[2, 3, 4, 9, 10]), vec![3, 9]);
         assert_eq!(intersect(&[], &[1]), Vec::<u64>::new());
         assert_eq!(intersect(&[4, 5], &[4, 5]), vec![4, 5]);
+        // Either list may run out first.
+        assert_eq!(intersect(&[5, 6, 8], &[1, 5]), vec![5]);
+        assert_eq!(intersect(&[1, 5], &[5, 6, 8]), vec![5]);
     }
 
     #[test]
