@@ -192,6 +192,12 @@ impl Finish {
     }
 }
 
+/// Whether a progress pass is due at `now_ms`: every `progress_ms`, when
+/// set, since the last one at `last_ms`.
+fn progress_due(progress_ms: Option<u64>, last_ms: u64, now_ms: u64) -> bool {
+    progress_ms.is_some_and(|ms| now_ms >= last_ms + ms)
+}
+
 /// Keys in both sorted lists, by merging them: no set of millions of
 /// keys is built when a whole queue's worth is missing.
 fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
@@ -334,8 +340,7 @@ impl<'a> Driver<'a> {
             return Ok(Step::Complete(report.clone()));
         }
         if self.finish.looked(&look) != Next::Reconcile {
-            let due = self.finish.config.progress_ms.map(|ms| self.progress_at_ms + ms);
-            if due.is_some_and(|due| look.now_ms >= due) {
+            if progress_due(self.finish.config.progress_ms, self.progress_at_ms, look.now_ms) {
                 self.progress_at_ms = look.now_ms;
                 let pass = self.reconciliation.pass(self.store, self.clock, shutdown, policy, sink);
                 return Ok(Step::Progress(pass.await?));
@@ -489,6 +494,15 @@ mod tests {
         // Key 2's result landed in between: only 1 and 3 are resent.
         assert_eq!(f.reconciled(vec![1, 3, 4], 2_000), Next::Resubmit(vec![1, 3]));
         assert_eq!(f.rounds(), 1);
+    }
+
+    #[test]
+    fn progress_passes_come_every_progress_period_and_only_when_asked_for() {
+        assert!(!progress_due(None, 0, 1 << 40));
+        assert!(progress_due(Some(5_000), 0, 5_000));
+        assert!(!progress_due(Some(5_000), 10_000, 14_999));
+        assert!(progress_due(Some(5_000), 10_000, 15_000));
+        assert!(progress_due(Some(5_000), 10_000, 15_001));
     }
 
     #[test]
