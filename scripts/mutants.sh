@@ -16,6 +16,8 @@
 #                                       CI runs --examined --random-shard N
 #   scripts/mutants.sh --file PATH      only PATH (repeatable)
 #   scripts/mutants.sh --exclude GLOB   not the files GLOB matches (repeatable)
+#   scripts/mutants.sh --resume         skip the mutants the last run judged
+#                                       (cargo mutants --iterate)
 #
 # Results go to target/mutants/mutants.out (outcomes.json, caught.txt,
 # missed.txt, timeout.txt, unviable.txt). The script exits non-zero when a
@@ -33,6 +35,7 @@ fi
 files=(-f 'runtime/src/core/**' -f 'runtime/src/adapters/**' -f runtime/src/sweep.rs)
 shard=()
 excluded=()
+resume=()
 list=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
         --sample) sample="$2"; shift 2 ;;
         --exclude) excluded+=(-e "$2"); shift 2 ;;
         --list) list=1; shift ;;
+        --resume) resume=(--iterate); shift ;;
         --core) files=(-f 'runtime/src/core/**'); shift ;;
         --file)
             [ "${picked:-0}" = 1 ] || files=()
@@ -84,7 +88,7 @@ mkdir -p "$out"
 # `--include-ignored` runs the fixed-seed simulator sweep.
 echo "== cargo mutants ${shard[*]}"
 rc=0
-CARGO_TARGET_DIR="$PWD/target" cargo mutants "${common[@]}" "${shard[@]}" \
+CARGO_TARGET_DIR="$PWD/target" cargo mutants "${common[@]}" "${shard[@]}" "${resume[@]}" \
     --jobs 1 --copy-target false --baseline skip --test-workspace true \
     --timeout 200 --build-timeout 900 --output "$out" \
     -- -- --include-ignored || rc=$?
