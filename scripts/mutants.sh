@@ -100,4 +100,5 @@ esac
 
 results="$out/mutants.out"
 [ -f "$results/outcomes.json" ] || { echo "mutants.sh: cargo mutants wrote no outcomes" >&2; exit 1; }
-python3 scripts/mutants_report.py "$results" docs/mutants-explained.txt
+cargo mutants --list "${common[@]}" > "$out/list.txt"
+python3 scripts/mutants_report.py "$results" docs/mutants-explained.txt --list="$out/list.txt"

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Summarize a cargo-mutants run against the explained list.
 
-    mutants_report.py MUTANTS_OUT [MUTANTS_OUT ...] EXPLAINED [--markdown] [--whole]
+    mutants_report.py MUTANTS_OUT [MUTANTS_OUT ...] EXPLAINED [--markdown] [--whole] [--list=FILE]
 
 MUTANTS_OUT is a cargo-mutants mutants.out directory (several are merged,
-a later run's outcome for a mutant replacing an earlier one's); EXPLAINED lists, one
+a later run's outcome for a mutant replacing an earlier one's; with
+--list=FILE, only the mutants FILE names count, as often as it names them); EXPLAINED lists, one
 per line, a missed mutant's name without line and column, then " # " and
 why it cannot matter (and, on lines "examined PATH", the files whose every
 mutant has been judged). Prints the counts by area and every missed mutant,
@@ -58,21 +59,41 @@ def main():
     if len(args) < 2:
         sys.exit(__doc__)
     markdown = "--markdown" in sys.argv
-    outcomes = {}
+    # Each run's outcomes by a mutant's name without line and column, so
+    # runs on earlier commits still match; several mutants can share one.
+    runs = []
     for out in args[:-1]:
         with open(f"{out}/outcomes.json", encoding="utf-8") as f:
+            run = defaultdict(list)
             for o in json.load(f)["outcomes"]:
                 scenario = o["scenario"]
                 if isinstance(scenario, dict) and "Mutant" in scenario:
                     m = scenario["Mutant"]
-                    outcomes[bare(m["name"])] = (m["file"], KINDS.get(o["summary"], o["summary"]))
+                    run[bare(m["name"])].append((m["file"], KINDS.get(o["summary"], o["summary"])))
+            runs.append(run)
+    # The mutants to judge: those the runtime has now (--list FILE, as
+    # `mutants.sh --list` prints them), or else every one any run tried.
+    listing = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--list=")), None)
+    if listing:
+        with open(listing, encoding="utf-8") as f:
+            wanted = Counter(line.strip() for line in f if line.strip())
+    else:
+        wanted = Counter()
+        for run in runs:
+            for name, got in run.items():
+                wanted[name] = max(wanted[name], len(got))
     explained = load_explained(args[-1])
     counts = defaultdict(Counter)
     missed = []
-    for name, (path, kind) in outcomes.items():
-        counts[area(path)][kind] += 1
-        if kind == "missed":
-            missed.append(name)
+    for name, many in sorted(wanted.items()):
+        # The latest run's outcomes for this name first, then older ones.
+        got = [o for run in reversed(runs) for o in run.get(name, [])][:many]
+        path = name.split(":", 1)[0]
+        for _, kind in got:
+            counts[area(path)][kind] += 1
+            if kind == "missed" and name not in missed:
+                missed.append(name)
+        counts[area(path)]["not run"] += many - len(got)
     rows = []
     for a in ("core", "adapters", "sweep.rs"):
         c = counts.get(a)
@@ -80,16 +101,16 @@ def main():
             continue
         viable = c["caught"] + c["missed"] + c["timeout"]
         score = 100.0 * (c["caught"] + c["timeout"]) / viable if viable else 0.0
-        rows.append((a, sum(c.values()), c["caught"], c["missed"], c["unviable"], c["timeout"], score))
+        rows.append((a, sum(c.values()), c["caught"], c["missed"], c["unviable"], c["timeout"], c["not run"], score))
     if markdown:
-        print("| area | mutants | caught | missed | unviable | timed out | caught of viable |")
-        print("|---|---|---|---|---|---|---|")
+        print("| area | mutants | caught | missed | unviable | timed out | not run yet | caught of viable run |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.1f}% |")
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]} | {r[7]:.1f}% |")
     else:
         for r in rows:
             print(f"{r[0]}: {r[1]} mutants, {r[2]} caught, {r[3]} missed, {r[4]} unviable, "
-                  f"{r[5]} timed out: {r[6]:.1f}% of viable mutants caught")
+                  f"{r[5]} timed out, {r[6]} not run: {r[7]:.1f}% of viable mutants run caught")
     unexplained = [m for m in missed if m not in explained]
     for m in sorted(missed):
         why = explained.get(m)
