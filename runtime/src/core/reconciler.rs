@@ -487,6 +487,23 @@ mod tests {
     use crate::core::message::FORMAT_VERSION;
     use crate::core::{Outcome, ResultMessage};
 
+    /// The class names are what the results database's `class` column and
+    /// reports hold, so they are an interface: fixed, and distinct.
+    #[test]
+    fn key_classes_keep_their_documented_names() {
+        let names: Vec<&str> = [
+            KeyClass::Done,
+            KeyClass::Failed,
+            KeyClass::Conflict,
+            KeyClass::Missing,
+            KeyClass::Cancelled,
+        ]
+        .into_iter()
+        .map(KeyClass::as_str)
+        .collect();
+        assert_eq!(names, ["done", "failed", "conflict", "missing", "cancelled"]);
+    }
+
     fn result(index: u64, run_id: &str, status: ResultStatus, score: f64) -> ResultMessage {
         ResultMessage {
             tally: FORMAT_VERSION,
