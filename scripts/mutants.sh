@@ -32,6 +32,24 @@ if [ "$(cargo mutants --version 2>/dev/null)" != "cargo-mutants $version" ]; the
     cargo install --locked --quiet "cargo-mutants@$version"
 fi
 
+# A flag's value that must be a whole number above zero.
+positive() {
+    if ! [[ "${2:-}" =~ ^[1-9][0-9]{0,8}$ ]]; then
+        echo "mutants.sh: $1 takes a whole number above zero, not '${2:-}'" >&2
+        exit 2
+    fi
+    echo "$2"
+}
+
+# A flag's value, which must be there.
+value() {
+    if [ -z "${2:-}" ]; then
+        echo "mutants.sh: $1 needs a value" >&2
+        exit 2
+    fi
+    echo "$2"
+}
+
 files=(-f 'runtime/src/core/**' -f 'runtime/src/adapters/**' -f runtime/src/sweep.rs)
 shard=()
 excluded=()
@@ -39,18 +57,18 @@ resume=()
 list=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --shard) shard=(--shard "$2"); shift 2 ;;
+        --shard) shard=(--shard "$(value "$1" "${2:-}")"); shift 2 ;;
         --random-shard)
-            n="$2"; shift 2
-            shard=(--shard "$(python3 -c "import random; print(random.randrange($n))")/$n") ;;
-        --sample) sample="$2"; shift 2 ;;
-        --exclude) excluded+=(-e "$2"); shift 2 ;;
+            n="$(positive "$1" "$2")"; shift 2
+            shard=(--shard "$((RANDOM % n))/$n") ;;
+        --sample) sample="$(positive "$1" "$2")"; shift 2 ;;
+        --exclude) excluded+=(-e "$(value "$1" "${2:-}")"); shift 2 ;;
         --list) list=1; shift ;;
         --resume) resume=(--iterate); shift ;;
         --core) files=(-f 'runtime/src/core/**'); shift ;;
         --file)
             [ "${picked:-0}" = 1 ] || files=()
-            picked=1; files+=(-f "$2"); shift 2 ;;
+            picked=1; files+=(-f "$(value "$1" "${2:-}")"); shift 2 ;;
         --examined)
             files=()
             while read -r word path; do
@@ -75,7 +93,7 @@ fi
 if [ -n "${sample:-}" ]; then
     count=$(cargo mutants --list "${common[@]}" | wc -l)
     n=$(( count / sample )); (( n > 0 )) || n=1
-    shard=(--shard "$(python3 -c "import random; print(random.randrange($n))")/$n")
+    shard=(--shard "$((RANDOM % n))/$n")
     echo "$count mutants; a random one of $n shards"
 fi
 
@@ -83,8 +101,9 @@ out=target/mutants
 mkdir -p "$out"
 # The mutated tree is a copy; its build shares the workspace's target
 # directory for the dependencies, so one mutant at a time (-j 1): two
-# builds of the same crates there would overwrite each other's binaries. The baseline is the test suite itself, so
-# it is skipped; the timeouts bound a mutant that makes a test hang.
+# builds of the same crates there would overwrite each other's binaries.
+# The baseline is the test suite itself, so it is skipped; the timeouts
+# bound a mutant that makes a test hang.
 # `--include-ignored` runs the fixed-seed simulator sweep.
 echo "== cargo mutants ${shard[*]}"
 rc=0
