@@ -111,6 +111,9 @@ CARGO_TARGET_DIR="$PWD/target" cargo mutants "${common[@]}" "${shard[@]}" "${res
     --jobs 1 --copy-target false --baseline skip --test-workspace true \
     --timeout 200 --build-timeout 900 --output "$out" \
     -- -- --include-ignored || rc=$?
+# A test binary that cargo mutants timed out can outlive it (a mutant's
+# endless loop); kill whatever still runs from this tree's build.
+pkill -9 -f "^$PWD/target/debug/" || true
 # 2: some mutants missed, 3: some timed out; both are judged below.
 case "$rc" in
     0 | 2 | 3) ;;
