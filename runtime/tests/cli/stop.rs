@@ -4,7 +4,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::support::{data_arg, report, synthetic_sweep, tally, BoundedOutput, Scratch};
+use crate::support::{data_arg, report, synthetic_sweep, tally, wait_within, BoundedOutput, Scratch};
 
 /// Send SIGINT to `child` after `after_ms`, then wait for it, polling, at
 /// most `bound_ms`; kills it if it is still running then. Returns its exit
@@ -15,15 +15,7 @@ fn interrupt(mut child: Child, after_ms: u64, bound_ms: u64) -> anyhow::Result<(
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
-    // Polls instead of reading the clock: the tests keep to core::Clock's rule.
-    let mut code = None;
-    for _ in 0..bound_ms / 20 {
-        if let Some(status) = child.try_wait()? {
-            code = status.code();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let code = wait_within(&mut child, bound_ms)?.and_then(|status| status.code());
     if code.is_none() {
         child.kill()?;
     }

@@ -88,16 +88,7 @@ impl BoundedOutput for Command {
         };
         let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
         let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
-        // Polls instead of reading the clock: the tests keep to core::Clock's rule.
-        let mut status = None;
-        for _ in 0..COMMAND_BOUND_MS / 20 {
-            status = child.try_wait()?;
-            if status.is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let Some(status) = status else {
+        let Some(status) = wait_within(&mut child, COMMAND_BOUND_MS)? else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(std::io::Error::other(format!(
@@ -193,6 +184,21 @@ pub fn read_pid(path: &Path, ms: u64) -> Option<i32> {
     None
 }
 
+/// Wait up to `bound_ms` for `child` to exit; `None` if it is still running.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    bound_ms: u64,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    // Polls instead of reading the clock: the tests keep to core::Clock's rule.
+    for _ in 0..bound_ms / 20 {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.try_wait()
+}
+
 /// Run `cmd` for at most `bound_ms`, killing it then; its exit code
 /// (`None` if killed or signalled) and its stderr.
 pub fn output_within(mut cmd: Command, bound_ms: u64) -> anyhow::Result<(Option<i32>, String)> {
@@ -210,14 +216,7 @@ pub fn output_within(mut cmd: Command, bound_ms: u64) -> anyhow::Result<(Option<
             text
         })
     };
-    let mut code = None;
-    for _ in 0..bound_ms / 20 {
-        if let Some(status) = child.try_wait()? {
-            code = status.code();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let code = wait_within(&mut child, bound_ms)?.and_then(|status| status.code());
     if code.is_none() {
         let _ = child.kill();
     }
