@@ -73,7 +73,7 @@ pub struct AggregateArgs {
     #[arg(long, default_value_t = 10_000, env = "TALLY_SEGMENT_AGE_MS")]
     pub segment_age_ms: u64,
     /// Long-poll wait per receive, seconds (SQS allows at most 20). A stop
-    /// request is noticed after the current poll.
+    /// ends the current poll at once.
     #[arg(long, default_value_t = 20, env = "TALLY_AGGREGATE_WAIT_S", value_parser = clap::value_parser!(u64).range(0..=20))]
     pub wait_s: u64,
     /// Backend settings.

@@ -1,6 +1,8 @@
 //! Ctrl-C and SIGTERM stop `tally run` and `tally submit` within a second
-//! in every phase, exit 130, and a rerun resumes.
+//! in every phase, exit 130, and a rerun resumes; SIGTERM stops an idle
+//! `tally worker` and `tally aggregate` within a second, mid long poll.
 
+use std::io::BufRead;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -77,6 +79,61 @@ fn a_run_interrupted_while_submitting_resumes_and_completes() -> anyhow::Result<
         (r["done"].as_u64(), r["missing"].as_u64()),
         (Some(20_000), Some(0)),
         "{r}"
+    );
+    Ok(())
+}
+
+/// Start a long-running role on an empty local data directory with the
+/// longest long poll SQS allows (20 s), wait until it `says` it is running
+/// (its signal handlers are then in place), SIGTERM it, and return its exit
+/// code if it ended within `bound_ms` of the signal.
+fn stop_idle_role(role: &str, says: &str) -> anyhow::Result<Option<i32>> {
+    let scratch = Scratch::new(&format!("idle-{role}"));
+    let data = scratch.path("data");
+    let mut child = spawn(&[role, "--backend", "local", "--data", &data_arg(&data), "--wait-s", "20"])?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    #[allow(clippy::disallowed_methods)] // a test's helper thread, never the simulator
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = rx.recv_timeout(Duration::from_secs(30));
+    assert!(
+        started.as_deref().is_ok_and(|l| l.starts_with(says)),
+        "{role} did not start: {started:?}"
+    );
+    // Well inside the first 20 s poll.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let code = wait_within(&mut child, 1_500)?.map(|status| status.code());
+    if code.is_none() {
+        child.kill()?;
+    }
+    child.wait()?;
+    Ok(code.flatten())
+}
+
+#[test]
+fn sigterm_stops_an_idle_worker_mid_long_poll_within_a_second() -> anyhow::Result<()> {
+    assert_eq!(
+        stop_idle_role("worker", "tally: worker ")?,
+        Some(0),
+        "exit 0 within 1.5 s of SIGTERM"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigterm_stops_an_idle_aggregator_mid_long_poll_within_a_second() -> anyhow::Result<()> {
+    assert_eq!(
+        stop_idle_role("aggregate", "tally: aggregator ")?,
+        Some(0),
+        "exit 0 within 1.5 s of SIGTERM"
     );
     Ok(())
 }

@@ -114,6 +114,7 @@ impl Aggregator {
         // deletes of the last stored segment run alongside them.
         let mut receiving = FuturesUnordered::new();
         let mut deleting: Option<Deleting<'_>> = None;
+        let mut stopping = shutdown.clone();
         loop {
             if crate::core::is_stopping(&shutdown) {
                 gatherer.stop();
@@ -150,6 +151,13 @@ impl Aggregator {
                         Err(e) => return Err(e),
                     };
                     self.take(&mut gatherer, msgs, &calls).await?;
+                }
+                // A stop ends the long polls at once (each may last 20 s).
+                // Results an abandoned receive took, if any, become visible
+                // again after their visibility timeout: nothing is lost.
+                () = crate::core::stopped(&mut stopping), if !receiving.is_empty() => {
+                    gatherer.stop();
+                    receiving.clear();
                 }
             }
         }

@@ -126,12 +126,21 @@ impl Worker {
     pub async fn run(&self, slot: usize, shutdown: Shutdown) -> Result<(), CallError> {
         let mut seq: u64 = 0;
         let jobs = self.calls(&*self.jobs, &shutdown);
+        let mut stopping = shutdown.clone();
         while !crate::core::is_stopping(&shutdown) {
             let receive = || {
                 self.jobs
                     .receive(self.config.prefetch, self.config.visibility_ms, self.config.wait_ms)
             };
-            let msgs = match jobs.call(receive).await {
+            // A stop ends a long poll at once (it may last 20 s). Jobs the
+            // abandoned receive took, if any, become visible again after
+            // their visibility timeout: nothing is lost.
+            let received = tokio::select! {
+                biased;
+                received = jobs.call(receive) => received,
+                () = crate::core::stopped(&mut stopping) => break,
+            };
+            let msgs = match received {
                 Ok(msgs) => msgs,
                 Err(CallError::Stopped) => break,
                 Err(e) => return Err(e),
