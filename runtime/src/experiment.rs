@@ -16,6 +16,7 @@ use crate::sweep::{render, Sweep};
 mod output;
 mod process;
 pub use output::{HeadTail, LAST_LINE_MAX};
+pub use process::{guard_jobs, RUNNER_VAR};
 
 /// Most bytes of standard output kept when it is not metrics: its first
 /// and its last half, with a marker where the middle was cut.

@@ -261,6 +261,10 @@ fn init_logging(verbose: u8) {
 /// sentence on standard error and an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the runtime starts any thread: the guardian is forked.
+    if matches!(cli.command, Command::Run(_) | Command::Worker(_)) {
+        crate::experiment::guard_jobs();
+    }
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

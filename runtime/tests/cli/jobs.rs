@@ -176,15 +176,18 @@ fn a_job_killed_by_a_signal_records_the_signal() -> anyhow::Result<()> {
 }
 
 #[test]
-fn jobs_die_with_a_killed_runner() -> anyhow::Result<()> {
+fn jobs_die_with_a_killed_runner_with_all_they_started() -> anyhow::Result<()> {
     let scratch = Scratch::new("orphan");
-    let pidfile = scratch.path("pid");
+    // The job's shell, a child in its group, and one that left for a
+    // session of its own.
+    let d = scratch.0.display();
+    let script = format!(
+        "sleep 977 & {}; setsid sleep 978 & echo $! > {d}/t && mv {d}/t {d}/escaped; exec sleep 974",
+        record_pids(&scratch.0)
+    );
     let sweep = scratch.write(
         "s.toml",
-        &format!(
-            "name = \"orphan\"\n[experiment]\ncommand = [\"sh\", \"-c\", \"echo $$ > {p}.tmp && mv {p}.tmp {p}; exec sleep 974\"]\n",
-            p = pidfile.display()
-        ),
+        &format!("name = \"orphan\"\n[experiment]\ncommand = [\"sh\", \"-c\", '''{script}''']\n"),
     );
     let data = scratch.path("data");
     let mut runner = tally()
@@ -192,15 +195,17 @@ fn jobs_die_with_a_killed_runner() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let pid = read_pid(&pidfile, 10_000);
+    let pids = recorded_pids(&scratch.0, "");
+    let escaped = read_pid(&scratch.path("escaped"), 10_000);
     runner.kill()?; // SIGKILL: no chance to clean up
     runner.wait()?;
-    let pid = pid.ok_or_else(|| anyhow::anyhow!("the job never started"))?;
-    let _cleanup = KillOnDrop(vec![pid]);
+    let (leader, child) = pids?;
+    let escaped = escaped.ok_or_else(|| anyhow::anyhow!("the escaped child never started"))?;
+    let _cleanup = KillOnDrop(vec![leader, child, escaped]);
     assert_eq!(
-        survivors(&[pid], pid, 2000),
+        survivors(&[leader, child, escaped], leader, 2000),
         Vec::<i32>::new(),
-        "the job outlived its runner"
+        "the job or what it started outlived its runner"
     );
     Ok(())
 }
