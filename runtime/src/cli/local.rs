@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::adapters::local::{DirStore, QueueConfig, SqliteQueue, SqliteQueues, SqliteSendLog, SystemClock};
+use crate::adapters::local::{
+    DirStore, QueueConfig, RunJournal, SqliteQueue, SqliteQueues, SqliteSendLog, SystemClock,
+};
 use crate::cli::UserError;
 use crate::core::{BlobStore, Clock, Queue};
 
@@ -14,6 +16,8 @@ use crate::core::{BlobStore, Clock, Queue};
 pub const JOBS_FILE: &str = "queue-jobs.sqlite";
 /// File of the results queue.
 pub const RESULTS_FILE: &str = "queue-results.sqlite";
+/// The journal of the jobs `tally run` is running.
+pub const JOURNAL_FILE: &str = "running-jobs.journal";
 /// Name of the work queue.
 pub const JOBS: &str = "tally-jobs";
 /// Name of the results queue.
@@ -195,36 +199,24 @@ pub fn job_started(started: &std::collections::BTreeSet<String>, body: &str) -> 
     crate::core::JobMessage::decode(body).is_ok_and(|m| started.contains(&started_key(&m.sweep, m.index)))
 }
 
-/// An experiment whose runs are journalled in the work queue's database
-/// while they run, so that a job that kills `tally run` has its receive
-/// counted by the next run ([`SqliteQueues::release_orphans`]) and is
-/// eventually given up instead of killing every rerun.
+/// An experiment whose runs are journalled while they run, so that a job
+/// that kills `tally run` has its receive counted by the next run
+/// ([`SqliteQueues::release_orphans`]) and is eventually given up instead
+/// of killing every rerun.
 pub struct Journalled {
     /// The experiment.
     pub inner: Arc<dyn crate::core::Experiment>,
-    /// Where the journal lives.
-    pub db: Arc<SqliteQueues>,
-}
-
-/// Ends a journal entry when the run ends or is abandoned.
-struct Started<'a>(&'a SqliteQueues, String);
-
-impl Drop for Started<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.mark_ended(&self.1) {
-            tracing::warn!(key = self.1, error = %e, "cannot journal the end of a job");
-        }
-    }
+    /// Where the running jobs are journalled.
+    pub journal: Arc<RunJournal>,
 }
 
 #[async_trait::async_trait]
 impl crate::core::Experiment for Journalled {
     async fn run(&self, job: &crate::core::JobSpec) -> crate::core::Outcome {
-        let key = started_key(&job.sweep, job.index);
         // Without the journal entry a job that kills its runner is retried
         // forever; better to run it unjournalled than not at all.
-        let _started = match self.db.mark_started(&key) {
-            Ok(()) => Some(Started(&self.db, key)),
+        let _running = match self.journal.start(&started_key(&job.sweep, job.index)) {
+            Ok(running) => Some(running),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot journal the start of a job");
                 None
@@ -232,6 +224,13 @@ impl crate::core::Experiment for Journalled {
         };
         self.inner.run(job).await
     }
+}
+
+/// The journal of the jobs `tally run` is running, in the data directory.
+pub fn open_journal(dir: &Path) -> anyhow::Result<Arc<RunJournal>> {
+    let path = dir.join(JOURNAL_FILE);
+    let journal = RunJournal::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Arc::new(journal))
 }
 
 /// Turn a full disk, wherever in the data directory it was met, into one

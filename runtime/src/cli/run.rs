@@ -11,6 +11,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
+use crate::adapters::local::RunJournal;
 use crate::cli::inspect::{print_report, reconcile_into_db};
 use crate::cli::local::{Local, LockMode};
 use crate::cli::{RunArgs, UserError, EXIT_INTERRUPTED};
@@ -25,7 +26,7 @@ use crate::core::Shutdown;
 use crate::sweep::Sweep;
 
 /// How often the run checks for completion and redraws progress.
-const TICK_MS: u64 = 100;
+const TICK_MS: u64 = 25;
 
 /// Run a sweep to completion. Returns the exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
@@ -47,7 +48,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let local = Local::open(&args.data.data, true, LockMode::Exclusive, visibility_ms)
         .await
         .map_err(full)?;
-    release_orphans(&local).map_err(full)?;
+    let journal = crate::cli::local::open_journal(&local.dir).map_err(full)?;
+    release_orphans(&local, &journal).map_err(full)?;
     let started_ms = local.clock.mono_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -58,7 +60,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let submitted = sweep.len().expect("validated");
     tracing::info!(sweep = %id, jobs = submitted, data = %local.dir.display(), workers = args.workers, "running the sweep");
     let progress = progress_bar(submitted);
-    let (roles, mut tasks) = Roles::start(&local, &sweep, base_dir, &args, stop_rx.clone());
+    let (roles, mut tasks) = Roles::start(&local, &journal, &sweep, base_dir, &args, stop_rx.clone());
     // A role that fails ends the run at once (and says why) rather than
     // leaving the driver waiting for work nobody does.
     // A stop ends the driver at once, even mid-pass: a pass only reads,
@@ -96,8 +98,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 /// after its visibility timeout. A job that was running when that run died
 /// may be what killed it: its receive counts, so it is given up after
 /// max_attempts instead of killing every rerun.
-fn release_orphans(local: &Local) -> anyhow::Result<()> {
-    let started = local.jobs_db.started().context("cannot read the queues")?;
+fn release_orphans(local: &Local, journal: &RunJournal) -> anyhow::Result<()> {
+    let mut started = journal.entries().context("cannot read the journal of running jobs")?;
+    // Where versions before the journal file kept it.
+    started.append(&mut local.jobs_db.started().context("cannot read the queues")?);
     for (db, queue) in [
         (&local.jobs_db, crate::cli::local::JOBS),
         (&local.results_db_queue, crate::cli::local::RESULTS),
@@ -108,7 +112,8 @@ fn release_orphans(local: &Local) -> anyhow::Result<()> {
             eprintln!("tally: resuming; {released} messages of {queue} held by an earlier run are available again");
         }
     }
-    local.jobs_db.clear_started().context("cannot write the queues")
+    local.jobs_db.clear_started().context("cannot write the queues")?;
+    journal.clear().context("cannot write the journal of running jobs")
 }
 
 /// The role tasks of this process, each named.
@@ -125,6 +130,7 @@ struct Roles {
 impl Roles {
     fn start(
         local: &Local,
+        journal: &Arc<RunJournal>,
         sweep: &Sweep,
         base_dir: std::path::PathBuf,
         args: &RunArgs,
@@ -146,7 +152,7 @@ impl Roles {
             let (submitter, sweep, stop) = (Arc::clone(&submitter), sweep.clone(), stop.clone());
             tasks.spawn(async move { ("submitter", submitter.submit(&sweep, &stop).await.map(|_| ())) });
         }
-        let manifests = manifests(local, base_dir);
+        let manifests = manifests(local, journal, base_dir);
         let instance = crate::cli::instance_id();
         let worker_stats = Arc::new(WorkerStats::default());
         let worker = Arc::new(Worker {
@@ -178,7 +184,7 @@ impl Roles {
                 visibility_ms: args.visibility_s * 1000 * 2,
                 wait_ms: 200,
                 segment_records_max: 20_000,
-                segment_age_max_ms: 500,
+                segment_age_max_ms: 100,
                 receivers: 2,
                 policy: args.policy,
                 ..AggregatorConfig::new(format!("a-{instance}"))
@@ -199,8 +205,8 @@ impl Roles {
 /// The worker's sweeps and their experiments. A program's runs are
 /// journalled in the work queue's database while they run: only a program
 /// can kill the runner, so only a program's receive must outlive it.
-fn manifests(local: &Local, base_dir: std::path::PathBuf) -> Arc<ManifestCache> {
-    let (factory_clock, journal) = (Arc::clone(&local.clock), Arc::clone(&local.jobs_db));
+fn manifests(local: &Local, journal: &Arc<RunJournal>, base_dir: std::path::PathBuf) -> Arc<ManifestCache> {
+    let (factory_clock, journal) = (Arc::clone(&local.clock), Arc::clone(journal));
     Arc::new(ManifestCache::new(Arc::new(move |s: &Sweep| {
         let inner = crate::experiment::from_sweep(s, base_dir.clone(), Arc::clone(&factory_clock));
         // Only a program can kill the runner; the built-in runs unjournalled.
@@ -209,7 +215,7 @@ fn manifests(local: &Local, base_dir: std::path::PathBuf) -> Arc<ManifestCache> 
         }
         Arc::new(crate::cli::local::Journalled {
             inner,
-            db: Arc::clone(&journal),
+            journal: Arc::clone(&journal),
         }) as Arc<dyn crate::core::Experiment>
     })))
 }

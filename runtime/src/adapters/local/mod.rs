@@ -6,13 +6,17 @@
 //! - [`store::DirStore`]: a directory as a blob store with atomic
 //!   create-only writes.
 //! - [`ledger::SqliteSendLog`]: the submitter's progress.
+//! - [`journal::RunJournal`]: which jobs `tally run` is running, for the
+//!   run after one a job killed.
 
 pub mod clock;
+pub mod journal;
 pub mod queue;
 pub mod send_log;
 pub mod store;
 
 pub use clock::SystemClock;
+pub use journal::RunJournal;
 pub use queue::{QueueConfig, SqliteQueue, SqliteQueues};
 pub use send_log::SqliteSendLog;
 pub use store::DirStore;
