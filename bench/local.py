@@ -9,6 +9,11 @@ and the built-in in-process experiment through the embedded queue.
 Prints a Markdown table of medians and ratios for docs/BENCHMARKS.md.
 
 Usage: python3 bench/local.py [--jobs 5000] [--inproc 200000] [--repeat 3]
+                               [--tally PATH] [--peer PATH] [--no-parallel]
+
+--tally runs that binary instead of building target/release/tally; --peer
+adds another tally build's rows (say, the commit before a change), run
+interleaved with the rest so both see the same machine.
 """
 import argparse
 import os
@@ -35,10 +40,19 @@ def main():
     ap.add_argument("--jobs", type=int, default=5000)
     ap.add_argument("--inproc", type=int, default=200000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tally", help="the tally binary to measure (default: build target/release/tally)")
+    ap.add_argument("--peer", help="another tally binary, measured alongside")
+    ap.add_argument("--no-parallel", action="store_true", help="leave GNU Parallel out")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-p", "tally"], cwd=ROOT, check=True)
-    if shutil.which("parallel") is None:
-        sys.exit("GNU Parallel is missing: apt-get install parallel")
+    tally = args.tally
+    if tally is None:
+        subprocess.run(["cargo", "build", "--release", "-p", "tally"], cwd=ROOT, check=True)
+        tally = TALLY
+    for binary in filter(None, [tally, args.peer]):
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"no tally binary at {binary}")
+    if not args.no_parallel and shutil.which("parallel") is None:
+        sys.exit("GNU Parallel is missing: apt-get install parallel (or --no-parallel)")
     work = tempfile.mkdtemp(prefix="tally-bench-")
     seq = "".join(f"{i}\n" for i in range(args.jobs))
     with open(os.path.join(work, "echo.toml"), "w") as f:
@@ -51,15 +65,21 @@ def main():
         shutil.rmtree(path, ignore_errors=True)
         return path
 
-    runs = {
-        "xargs -P2": lambda: timed(["xargs", "-P2", "-I{}", "echo", "{}"], seq),
-        "parallel -j2 --joblog": lambda: timed(
-            ["parallel", "-j2", "--joblog", fresh("joblog"), "echo", "{}"], seq),
-        "tally run --workers 2": lambda: timed(
-            [TALLY, "run", "echo.toml", "--data", fresh("d-echo"), "--workers", "2"], cwd=work),
-        "tally in-process": lambda: timed(
-            [TALLY, "run", "inproc.toml", "--data", fresh("d-inproc"), "--workers", "2"], cwd=work),
-    }
+    def tally_rows(binary, label):
+        return {
+            f"{label} run --workers 2": lambda: timed(
+                [binary, "run", "echo.toml", "--data", fresh("d-echo"), "--workers", "2"], cwd=work),
+            f"{label} in-process": lambda: timed(
+                [binary, "run", "inproc.toml", "--data", fresh("d-inproc"), "--workers", "2"], cwd=work),
+        }
+
+    runs = {"xargs -P2": lambda: timed(["xargs", "-P2", "-I{}", "echo", "{}"], seq)}
+    if not args.no_parallel:
+        runs["parallel -j2 --joblog"] = lambda: timed(
+            ["parallel", "-j2", "--joblog", fresh("joblog"), "echo", "{}"], seq)
+    runs.update(tally_rows(tally, "tally"))
+    if args.peer:
+        runs.update(tally_rows(args.peer, "peer"))
     times = {name: [] for name in runs}
     for _ in range(args.repeat):
         for name, fn in runs.items():
@@ -69,7 +89,7 @@ def main():
     print(f"| runner | jobs | median wall s | jobs/s | vs xargs -P2 |")
     print(f"|---|---:|---:|---:|---:|")
     for name, ts in times.items():
-        n = args.inproc if name == "tally in-process" else args.jobs
+        n = args.inproc if name.endswith("in-process") else args.jobs
         med = statistics.median(ts)
         rate = n / med
         print(f"| {name} | {n} | {med:.2f} | {rate:,.0f} | {rate / xargs_rate:.2f}x |")
