@@ -210,3 +210,117 @@ impl Aggregator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
+    use crate::core::{Outcome, PutOutcome, ResultMessage, ResultStatus, StoreError};
+
+    fn body(index: u64) -> String {
+        ResultMessage {
+            tally: 1,
+            sweep: "s".into(),
+            index,
+            attempt: 1,
+            receive_count: 1,
+            run_id: format!("w.0-{index}"),
+            worker: "w".into(),
+            started_ms: 0,
+            duration_ms: 1,
+            outcome: Outcome {
+                status: ResultStatus::Ok,
+                exit_code: Some(0),
+                metrics: None,
+                stdout: None,
+                stderr_tail: String::new(),
+            },
+        }
+        .encode()
+    }
+
+    /// A store whose first write fails with a transient error.
+    struct FlakyStore {
+        inner: DirStore,
+        failed: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl BlobStore for FlakyStore {
+        async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
+            if !self.failed.swap(true, Relaxed) {
+                return Err(StoreError::Retryable {
+                    code: "SlowDown".into(),
+                    message: "try again".into(),
+                });
+            }
+            self.inner.put_if_absent(key, bytes).await
+        }
+
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key).await
+        }
+
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    /// Stopped while results wait in its open segment (the segment is far
+    /// from full or old), the aggregator stores them before it returns,
+    /// retrying the store's transient errors through the stop, and only
+    /// then deletes their messages: what `tally aggregate` does on SIGTERM.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_stores_the_open_segment_then_deletes_its_messages() {
+        let dir = std::env::temp_dir().join(format!("tally-unit-aggregate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        let queues = SqliteQueues::open(std::path::Path::new(":memory:"), Arc::clone(&clock)).unwrap();
+        let results = Arc::new(queues.queue("results", QueueConfig::default()));
+        results.ensure().await.unwrap();
+        results.send_batch(&[body(0), body(1), body(2)]).await.unwrap();
+        let store = Arc::new(FlakyStore {
+            inner: DirStore::open(dir.join("store")).unwrap(),
+            failed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let stats = Arc::new(AggregatorStats::default());
+        let aggregator = Aggregator {
+            results: Arc::clone(&results) as Arc<dyn Queue>,
+            store: Arc::clone(&store) as Arc<dyn BlobStore>,
+            clock,
+            config: AggregatorConfig {
+                visibility_ms: 600_000,
+                wait_ms: 50,
+                segment_age_max_ms: 600_000,
+                receivers: 2,
+                ..AggregatorConfig::new("a")
+            },
+            stats: Arc::clone(&stats),
+        };
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(async move { aggregator.run(shutdown).await });
+        for _ in 0..250 {
+            if stats.buffered.load(Relaxed) == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stats.buffered.load(Relaxed), 3, "the aggregator never held the results");
+        assert_eq!(stats.segments.load(Relaxed), 0);
+        stop.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), running).await;
+        let segments = store.list(crate::core::segment::PREFIX).await.unwrap();
+        let drained = results.is_drained().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        ended.expect("the aggregator did not stop within 5 s").unwrap().unwrap();
+        assert_eq!(
+            (stats.stored.load(Relaxed), segments.len()),
+            (3, 1),
+            "the held results were not stored"
+        );
+        assert!(drained, "the stored results' messages were not deleted");
+    }
+}
