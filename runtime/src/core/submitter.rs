@@ -290,7 +290,11 @@ mod tests {
                 }
                 (most, taken)
             };
-            let (sent, consumed) = tokio::join!(submitter.submit(&sweep, &never), consume);
+            let both = async { tokio::join!(submitter.submit(&sweep, &never), consume) };
+            // It takes about a second; a submitter that stalls fails here.
+            let (sent, consumed) = tokio::time::timeout(std::time::Duration::from_secs(20), both)
+                .await
+                .expect("500 jobs were not sent and taken within 20 s");
             sent.expect("every job is sent");
             consumed
         });
