@@ -273,6 +273,19 @@ impl ManifestCache {
 mod tests {
     use super::*;
 
+    /// The store's layout, as docs/ARCHITECTURE.md gives it: data written
+    /// by earlier versions is read by these keys, and each sweep and each
+    /// round has markers of its own (a marker shared by two sweeps would
+    /// cancel or finish one with the other).
+    #[test]
+    fn keys_are_the_documented_layout_one_per_sweep_and_round() {
+        assert_eq!(manifest_key("a-1"), "sweeps/a-1/manifest.json");
+        assert_eq!(rounds_prefix("a-1"), "sweeps/a-1/rounds/");
+        assert_eq!(round_key("a-1", 2), "sweeps/a-1/rounds/000002.json");
+        assert_eq!(sent_key("a-1", 1), "sweeps/a-1/sent/000001.json");
+        assert_eq!(cancel_key("a-1"), "sweeps/a-1/cancelled.json");
+    }
+
     #[test]
     fn ranges_compress_runs_of_indices() {
         assert_eq!(to_ranges(&[1, 2, 3, 7, 9, 10]), vec![(1, 3), (7, 7), (9, 10)]);
