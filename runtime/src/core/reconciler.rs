@@ -600,6 +600,27 @@ mod tests {
         assert!(!r.is_complete());
     }
 
+    /// Reports list at most [`LISTED_MAX`] keys of a kind, the first ones
+    /// met, while the counts go on.
+    #[test]
+    fn listed_keys_stop_at_the_cap_while_the_counts_go_on() {
+        let over = LISTED_MAX as u64 + 3;
+        let mut c = Classifier::new("s", over);
+        for i in 0..over {
+            add(&mut c, result(i, &format!("f{i}"), ResultStatus::Failed, 0.0));
+            assert_eq!(
+                add(&mut c, result(over + i, &format!("p{i}"), ResultStatus::Ok, 0.0)),
+                Fate::Phantom
+            );
+        }
+        let r = c.finish(&mut NoSink);
+        assert_eq!((r.failed, r.phantoms), (over, over));
+        let first: Vec<u64> = (0..LISTED_MAX as u64).collect();
+        assert_eq!(r.failed_indices, first);
+        let phantoms: Vec<u64> = first.iter().map(|i| over + i).collect();
+        assert_eq!(r.phantom_indices, phantoms);
+    }
+
     #[test]
     fn blind_conflicts_take_disagreeing_runs_for_a_done_duplicate() {
         let mut c = Classifier::new("s", 1).with_policy(Policy::BlindConflicts);
