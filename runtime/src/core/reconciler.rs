@@ -537,11 +537,25 @@ mod tests {
         assert_eq!(add(&mut c, result(0, "w-1.0-1", ResultStatus::Ok, 1.0)), Fate::Extra);
         add(&mut c, result(1, "w-1.0-1", ResultStatus::Ok, 1.0));
         add(&mut c, result(1, "w-1.0-1", ResultStatus::Ok, 2.0));
-        let r = c.finish(&mut NoSink);
+        let mut classes = Classes::default();
+        let r = c.finish(&mut classes);
         assert_eq!(r.redelivered, 1, "key 0's identical copy: {r:?}");
         assert_eq!(r.conflicts, 1, "key 1's disagreeing copies: {r:?}");
         assert_eq!(r.conflict_indices, vec![1]);
         assert_eq!(r.done, 1);
+        // The results database's `runs`: key 1 had two executions.
+        assert_eq!(classes.0, [(0, KeyClass::Done, 1), (1, KeyClass::Conflict, 2)]);
+    }
+
+    /// Each key's class and count of runs, as the results database gets them.
+    #[derive(Default)]
+    struct Classes(Vec<(u64, KeyClass, u32)>);
+
+    impl RecordSink for Classes {
+        fn record(&mut self, _: &ResultView<'_>, _: &str, _: Fate) {}
+        fn class(&mut self, index: u64, class: KeyClass, runs: u32) {
+            self.0.push((index, class, runs));
+        }
     }
 
     /// Two runs of a key disagree, and each is delivered twice: whatever
