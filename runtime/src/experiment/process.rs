@@ -38,8 +38,11 @@ pub fn guard_jobs() {
 #[cfg(target_os = "linux")]
 fn start_guardian() -> Option<String> {
     // The guardian finds jobs through /proc; without it, it could not.
-    std::fs::metadata("/proc/self/environ").ok()?;
-    let tag = format!("{}-{}", std::process::id(), crate::cli::instance_id());
+    // This process's id and start time (in clock ticks since boot, the
+    // 22nd field of its stat) name it uniquely on this machine.
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let started = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.to_owned();
+    let tag = format!("{}-{started}", std::process::id());
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
