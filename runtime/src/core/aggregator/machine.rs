@@ -272,4 +272,4 @@ impl Gatherer {
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]
-mod tests;
+pub(crate) mod tests;

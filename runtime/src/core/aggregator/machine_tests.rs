@@ -20,7 +20,7 @@ fn config(policy: Policy) -> AggregatorConfig {
 }
 
 /// The body of run `run` of job `index` (`None`: not a result at all).
-fn body(index: u64, run: u64) -> String {
+pub(crate) fn body(index: u64, run: u64) -> String {
     ResultMessage {
         tally: 1,
         sweep: "s".into(),

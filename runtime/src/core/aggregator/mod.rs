@@ -218,28 +218,10 @@ mod tests {
 
     use super::*;
     use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
-    use crate::core::{Outcome, PutOutcome, ResultMessage, ResultStatus, StoreError};
+    use crate::core::{PutOutcome, StoreError};
 
     fn body(index: u64) -> String {
-        ResultMessage {
-            tally: 1,
-            sweep: "s".into(),
-            index,
-            attempt: 1,
-            receive_count: 1,
-            run_id: format!("w.0-{index}"),
-            worker: "w".into(),
-            started_ms: 0,
-            duration_ms: 1,
-            outcome: Outcome {
-                status: ResultStatus::Ok,
-                exit_code: Some(0),
-                metrics: None,
-                stdout: None,
-                stderr_tail: String::new(),
-            },
-        }
-        .encode()
+        machine::tests::body(index, index)
     }
 
     /// A store whose first write fails with a transient error.
