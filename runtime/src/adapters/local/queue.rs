@@ -188,27 +188,10 @@ impl SqliteQueues {
         Ok(held.len() as u64)
     }
 
-    /// Record, durably, that the work named `key` is starting, so that if
-    /// it kills this process the next run counts its receive.
-    pub fn mark_started(&self, key: &str) -> Result<(), QueueError> {
-        let conn = self.conn.lock().expect("queue lock");
-        conn.prepare_cached("INSERT OR IGNORE INTO started(key) VALUES(?1)")
-            .and_then(|mut s| s.execute([key]))
-            .map_err(sql_err)?;
-        Ok(())
-    }
-
-    /// Record that the work named `key` ended (or was abandoned).
-    pub fn mark_ended(&self, key: &str) -> Result<(), QueueError> {
-        let conn = self.conn.lock().expect("queue lock");
-        conn.prepare_cached("DELETE FROM started WHERE key=?1")
-            .and_then(|mut s| s.execute([key]))
-            .map_err(sql_err)?;
-        Ok(())
-    }
-
     /// The work recorded as started and not ended: what a dead run was
-    /// doing when it died.
+    /// doing when it died. Versions before `tally run`'s journal file
+    /// ([`super::journal::RunJournal`]) kept it here; it is still read, so
+    /// that a data directory they left resumes right.
     pub fn started(&self) -> Result<std::collections::BTreeSet<String>, QueueError> {
         let conn = self.conn.lock().expect("queue lock");
         let mut stmt = conn.prepare("SELECT key FROM started").map_err(sql_err)?;
@@ -731,9 +714,12 @@ mod tests {
         let (_clock, db, q) = setup(QueueConfig::default()).await;
         q.send_batch(&bodies(2)).await.unwrap();
         let held = q.receive(10, 60_000, 0).await.unwrap();
-        db.mark_started(&held[0].body).unwrap();
-        db.mark_started("other").unwrap();
-        db.mark_ended("other").unwrap();
+        // As an earlier version recorded the first job's start.
+        db.conn
+            .lock()
+            .unwrap()
+            .execute("INSERT INTO started(key) VALUES(?1)", [&held[0].body])
+            .unwrap();
         let started = db.started().unwrap();
         assert_eq!(started.len(), 1);
         assert_eq!(db.release_orphans("q", |body| started.contains(body)).unwrap(), 2);
