@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 /// that the guardian can find the runner's jobs once the runner is gone.
 pub const RUNNER_VAR: &str = "TALLY_RUNNER";
 
-/// `TALLY_RUNNER=<tag>` once a guardian watches this process.
+/// This runner's tag, once a guardian watches this process.
 static GUARDED: OnceLock<String> = OnceLock::new();
 
 /// Start a guardian for the jobs this process will run: a small process,
@@ -31,7 +31,7 @@ static GUARDED: OnceLock<String> = OnceLock::new();
 pub fn guard_jobs() {
     #[cfg(target_os = "linux")]
     if let Some(tag) = start_guardian() {
-        let _ = GUARDED.set(format!("{RUNNER_VAR}={tag}"));
+        let _ = GUARDED.set(tag);
     }
 }
 
@@ -153,8 +153,8 @@ pub const OUTPUT_GRACE_MS: u64 = 500;
 /// process dies (Linux).
 pub fn isolate(command: &mut tokio::process::Command) {
     command.process_group(0);
-    if let Some((name, tag)) = GUARDED.get().and_then(|entry| entry.split_once('=')) {
-        command.env(name, tag);
+    if let Some(tag) = GUARDED.get() {
+        command.env(RUNNER_VAR, tag);
         return;
     }
     #[cfg(target_os = "linux")]
