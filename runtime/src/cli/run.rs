@@ -203,8 +203,8 @@ impl Roles {
 }
 
 /// The worker's sweeps and their experiments. A program's runs are
-/// journalled in the work queue's database while they run: only a program
-/// can kill the runner, so only a program's receive must outlive it.
+/// journalled in `journal` while they run: only a program can kill the
+/// runner, so only a program's receive must outlive it.
 fn manifests(local: &Local, journal: &Arc<RunJournal>, base_dir: std::path::PathBuf) -> Arc<ManifestCache> {
     let (factory_clock, journal) = (Arc::clone(&local.clock), Arc::clone(journal));
     Arc::new(ManifestCache::new(Arc::new(move |s: &Sweep| {

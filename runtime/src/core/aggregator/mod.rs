@@ -152,13 +152,11 @@ impl Aggregator {
                     };
                     self.take(&mut gatherer, msgs, &calls).await?;
                 }
-                // A stop ends the long polls at once (each may last 20 s).
-                // Results an abandoned receive took, if any, become visible
-                // again after their visibility timeout: nothing is lost.
-                () = crate::core::stopped(&mut stopping), if !receiving.is_empty() => {
-                    gatherer.stop();
-                    receiving.clear();
-                }
+                // A stop ends the long polls at once (each may last 20 s);
+                // the loop's top then stops the gatherer. Results an
+                // abandoned receive took, if any, become visible again after
+                // their visibility timeout: nothing is lost.
+                () = crate::core::stopped(&mut stopping), if !receiving.is_empty() => receiving.clear(),
             }
         }
         // Storing what is held, and deleting what is stored, continue
