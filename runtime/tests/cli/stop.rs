@@ -13,16 +13,24 @@ use crate::support::{data_arg, report, synthetic_sweep, tally, wait_within, Boun
 /// code (`None` if it had to be killed) and its stderr.
 fn interrupt(mut child: Child, after_ms: u64, bound_ms: u64) -> anyhow::Result<(Option<i32>, String)> {
     std::thread::sleep(Duration::from_millis(after_ms));
+    let code = signal_then_wait(&mut child, libc::SIGINT, bound_ms)?;
+    let out = child.wait_with_output()?;
+    Ok((code, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Send `signal` to `child`, wait for it at most `bound_ms`, polling, and
+/// kill it if it is still running then. Its exit code: `None` if it had to
+/// be killed or died of a signal.
+fn signal_then_wait(child: &mut Child, signal: i32, bound_ms: u64) -> anyhow::Result<Option<i32>> {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
-    let code = wait_within(&mut child, bound_ms)?.and_then(|status| status.code());
+    let code = wait_within(child, bound_ms)?.and_then(|status| status.code());
     if code.is_none() {
         child.kill()?;
     }
-    let out = child.wait_with_output()?;
-    Ok((code, String::from_utf8_lossy(&out.stderr).into_owned()))
+    Ok(code)
 }
 
 fn spawn(args: &[&str]) -> anyhow::Result<Child> {
@@ -106,16 +114,9 @@ fn stop_idle_role(role: &str, says: &str) -> anyhow::Result<Option<i32>> {
     );
     // Well inside the first 20 s poll.
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let code = wait_within(&mut child, 1_500)?.map(|status| status.code());
-    if code.is_none() {
-        child.kill()?;
-    }
+    let code = signal_then_wait(&mut child, libc::SIGTERM, 1_500)?;
     child.wait()?;
-    Ok(code.flatten())
+    Ok(code)
 }
 
 #[test]
