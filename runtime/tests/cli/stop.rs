@@ -74,8 +74,11 @@ fn sigint_stops_tally_submit_at_once() -> anyhow::Result<()> {
 
 #[test]
 fn a_run_interrupted_while_submitting_resumes_and_completes() -> anyhow::Result<()> {
+    const JOBS: u64 = 150_000;
     let scratch = Scratch::new("stopresume");
-    let sweep = scratch.write("s.toml", &synthetic_sweep("stopresume", 20_000, 0));
+    // Large enough that the in-process run (some 50,000 jobs/s) is still
+    // going when the signal comes half a second in.
+    let sweep = scratch.write("s.toml", &synthetic_sweep("stopresume", JOBS, 0));
     let data = scratch.path("data");
     let args = ["run", &sweep.display().to_string(), "--data", &data_arg(&data)];
     let (code, stderr) = interrupt(spawn(&args)?, 500, 3000)?;
@@ -85,7 +88,7 @@ fn a_run_interrupted_while_submitting_resumes_and_completes() -> anyhow::Result<
     let r = report(&data)?;
     assert_eq!(
         (r["done"].as_u64(), r["missing"].as_u64()),
-        (Some(20_000), Some(0)),
+        (Some(JOBS), Some(0)),
         "{r}"
     );
     Ok(())
