@@ -278,7 +278,9 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, VecDeque};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
 
     use async_trait::async_trait;
 
@@ -286,19 +288,29 @@ mod tests {
     use crate::core::seams::BoxFuture;
     use crate::core::{QueueStats, Received};
 
-    /// Time that moves only by sleeping.
+    /// Time that moves only by sleeping, and remembers each sleep.
     #[derive(Default)]
-    struct SleptClock(AtomicU64);
+    struct SleptClock {
+        now_ms: AtomicU64,
+        slept: Mutex<Vec<u64>>,
+    }
+
+    impl SleptClock {
+        fn slept(&self) -> Vec<u64> {
+            self.slept.lock().unwrap().clone()
+        }
+    }
 
     impl Clock for SleptClock {
         fn mono_ms(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
+            self.now_ms.load(Ordering::SeqCst)
         }
         fn wall_ms(&self) -> u64 {
             self.mono_ms()
         }
         fn sleep(&self, ms: u64) -> BoxFuture<'static, ()> {
-            self.0.fetch_add(ms, Ordering::SeqCst);
+            self.now_ms.fetch_add(ms, Ordering::SeqCst);
+            self.slept.lock().unwrap().push(ms);
             Box::pin(std::future::ready(()))
         }
     }
@@ -395,5 +407,323 @@ mod tests {
         let sizes: Vec<usize> = chunks_by_limits(&big, 10).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![2, 2, 1]);
         assert!(chunks_by_limits(&[], 10).is_empty());
+    }
+    /// A queue with scripted answers. The whole call fails with each of
+    /// `errors` in turn first, and `ensure` answers with each of `ensures`
+    /// (then `Ok`). After that an entry answers by its name: `retryN-...`
+    /// fails transiently its first N times, `bad-...` fails for good, any
+    /// other succeeds. It records every batch call, and refuses for good
+    /// after fifty, so a caller that spins fails rather than hangs.
+    #[derive(Default)]
+    struct Scripted {
+        errors: Mutex<VecDeque<QueueError>>,
+        ensures: Mutex<VecDeque<Result<(), QueueError>>>,
+        ensured: AtomicU64,
+        calls: Mutex<Vec<(String, Vec<String>)>>,
+        attempts: Mutex<BTreeMap<String, u32>>,
+    }
+
+    impl Scripted {
+        fn failing(errors: Vec<QueueError>) -> Self {
+            Scripted {
+                errors: Mutex::new(errors.into()),
+                ..Scripted::default()
+            }
+        }
+
+        fn answer(&self, kind: String, entries: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((kind, entries.to_vec()));
+            if calls.len() > 50 {
+                return Err(QueueError::Permanent {
+                    code: "Spinning".into(),
+                    message: "fifty calls".into(),
+                });
+            }
+            if let Some(err) = self.errors.lock().unwrap().pop_front() {
+                return Err(err);
+            }
+            let mut attempts = self.attempts.lock().unwrap();
+            let statuses = entries.iter().map(|entry| {
+                let n = attempts.entry(entry.clone()).or_default();
+                *n += 1;
+                let fails_for = entry
+                    .strip_prefix("retry")
+                    .and_then(|r| r.get(..1)?.parse::<u32>().ok());
+                let retryable = fails_for.is_some_and(|times| *n <= times);
+                if retryable || entry.starts_with("bad") {
+                    Err(EntryError {
+                        code: "InternalError".into(),
+                        message: entry.clone(),
+                        retryable,
+                    })
+                } else {
+                    Ok(())
+                }
+            });
+            Ok(statuses.collect())
+        }
+
+        fn attempts(&self, entry: &str) -> u32 {
+            self.attempts.lock().unwrap().get(entry).copied().unwrap_or(0)
+        }
+
+        fn calls(&self) -> Vec<(String, Vec<String>)> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl Queue for Scripted {
+        fn name(&self) -> &str {
+            "q"
+        }
+        async fn ensure(&self) -> Result<(), QueueError> {
+            self.ensured.fetch_add(1, Ordering::SeqCst);
+            self.ensures.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        }
+        async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            self.answer("send".into(), bodies)
+        }
+        async fn receive(&self, _: usize, _: u64, _: u64) -> Result<Vec<Received>, QueueError> {
+            unreachable!("no receives are made")
+        }
+        async fn delete_batch(&self, handles: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            self.answer("delete".into(), handles)
+        }
+        async fn change_visibility_batch(
+            &self,
+            handles: &[String],
+            visibility_ms: u64,
+        ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            self.answer(format!("visibility {visibility_ms}"), handles)
+        }
+        async fn stats(&self) -> Result<QueueStats, QueueError> {
+            unreachable!("no stats are asked for")
+        }
+    }
+
+    fn transient() -> QueueError {
+        QueueError::Retryable {
+            code: "ServiceUnavailable".into(),
+            message: "try again".into(),
+        }
+    }
+
+    fn missing() -> QueueError {
+        QueueError::Missing {
+            queue: "q".into(),
+            code: "AWS.SimpleQueueService.NonExistentQueue".into(),
+        }
+    }
+
+    fn deleted_recently(retry_after_ms: u64) -> QueueError {
+        QueueError::DeletedRecently {
+            queue: "q".into(),
+            retry_after_ms,
+            code: "AWS.SimpleQueueService.QueueDeletedRecently".into(),
+        }
+    }
+
+    fn names(prefix: &str, count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    fn stopped(stop: bool) -> Shutdown {
+        tokio::sync::watch::channel(stop).1
+    }
+
+    /// Call `send_batch` of one body through `Calls` with `policy`.
+    async fn send_one(queue: &Scripted, clock: &SleptClock, policy: Policy, stop: bool) -> Result<(), CallError> {
+        let shutdown = stopped(stop);
+        let calls = Calls {
+            queue,
+            clock,
+            policy,
+            shutdown: &shutdown,
+        };
+        let body = vec!["m".to_string()];
+        let statuses = calls.call(|| queue.send_batch(&body)).await?;
+        assert_eq!(statuses, vec![Ok(())]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn transient_queue_errors_back_off_doubling_from_50_ms_to_5_s() {
+        let (queue, clock) = (Scripted::failing(vec![transient(); 9]), SleptClock::default());
+        send_one(&queue, &clock, Policy::Real, false).await.unwrap();
+        assert_eq!(clock.slept(), vec![50, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(queue.calls().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_missing_queue_is_recreated_and_a_recently_deleted_one_waited_out() {
+        let queue = Scripted::failing(vec![deleted_recently(7_000), missing(), missing(), missing()]);
+        *queue.ensures.lock().unwrap() = VecDeque::from([Err(deleted_recently(20)), Err(transient())]);
+        let clock = SleptClock::default();
+        send_one(&queue, &clock, Policy::Real, false).await.unwrap();
+        // The queue's own wait; its wait raised to the least backoff; the
+        // backoff after a transient failure to recreate; a second for the
+        // recreated queue to be ready.
+        assert_eq!(clock.slept(), vec![7_000, 50, 200, QUEUE_READY_MS]);
+        assert_eq!(queue.ensured.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_missing_queue_not_to_be_recreated_or_a_permanent_error_ends_the_call() {
+        let clock = SleptClock::default();
+        let queue = Scripted::failing(vec![missing()]);
+        let err = send_one(&queue, &clock, Policy::NoRecreate, false).await.unwrap_err();
+        assert!(matches!(err, CallError::Queue(QueueError::Missing { .. })), "{err}");
+        assert_eq!(queue.ensured.load(Ordering::SeqCst), 0);
+
+        let queue = Scripted::failing(vec![missing()]);
+        *queue.ensures.lock().unwrap() = VecDeque::from([Err(QueueError::Permanent {
+            code: "AccessDenied".into(),
+            message: "no".into(),
+        })]);
+        let err = send_one(&queue, &clock, Policy::Real, false).await.unwrap_err();
+        assert!(matches!(err, CallError::Queue(QueueError::Missing { .. })), "{err}");
+        assert_eq!(queue.ensured.load(Ordering::SeqCst), 1);
+
+        let queue = Scripted::failing(vec![QueueError::Permanent {
+            code: "AccessDenied".into(),
+            message: "no".into(),
+        }]);
+        let err = send_one(&queue, &clock, Policy::Real, false).await.unwrap_err();
+        assert!(matches!(err, CallError::Queue(QueueError::Permanent { .. })), "{err}");
+        assert_eq!(queue.calls().len(), 1);
+        assert!(clock.slept().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_retrying_at_once() {
+        let (queue, clock) = (Scripted::failing(vec![transient()]), SleptClock::default());
+        let err = send_one(&queue, &clock, Policy::Real, true).await.unwrap_err();
+        assert!(matches!(err, CallError::Stopped), "{err}");
+        let shutdown = stopped(true);
+        let outcome: Result<(), _> = store_retrying(&clock, &shutdown, || async {
+            Err(StoreError::Retryable {
+                code: "SlowDown".into(),
+                message: "try again".into(),
+            })
+        })
+        .await;
+        assert!(matches!(outcome, Err(CallError::Stopped)), "{outcome:?}");
+        assert!(clock.slept().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sends_resend_only_the_entries_that_failed_transiently() {
+        let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), stopped(false));
+        let calls = Calls {
+            queue: &queue,
+            clock: &clock,
+            policy: Policy::Real,
+            shutdown: &shutdown,
+        };
+        let mut bodies = names("ok", 12);
+        bodies.insert(11, "retry2-a".into());
+        calls.send_all(&bodies).await.unwrap();
+        let sent = queue.calls();
+        assert_eq!(
+            sent.len(),
+            4,
+            "a batch of ten, one of three, then twice the one that failed: {sent:?}"
+        );
+        assert!(sent
+            .iter()
+            .all(|(kind, entries)| kind == "send" && entries.len() <= BATCH_MAX));
+        let alone = sent.iter().filter(|(_, entries)| *entries == ["retry2-a"]).count();
+        assert_eq!(alone, 2, "{sent:?}");
+        assert_eq!((queue.attempts("retry2-a"), queue.attempts("ok-0")), (3, 1));
+        // Only the batch that held the failing entry waited, doubling.
+        assert_eq!(clock.slept(), vec![50, 100]);
+
+        let mut bodies = names("ok", 3);
+        bodies.extend(["bad-1", "retry1-x", "bad-2"].map(String::from));
+        let err = calls.send_all(&bodies).await.unwrap_err();
+        let CallError::Entries { count, first } = err else {
+            panic!("{err}")
+        };
+        assert_eq!((count, first.message.as_str()), (2, "bad-1"));
+    }
+
+    #[tokio::test]
+    async fn deletes_and_visibility_changes_count_refused_handles_and_retry_transient_ones() {
+        // Two batches: ten with one refused, then four with two refused.
+        let mut handles = names("ok", 11);
+        handles[3] = "bad-0".into();
+        handles.extend(["retry2-a", "bad-1", "bad-2"].map(String::from));
+        for visibility_ms in [None, Some(30_000)] {
+            let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), stopped(false));
+            let calls = Calls {
+                queue: &queue,
+                clock: &clock,
+                policy: Policy::Real,
+                shutdown: &shutdown,
+            };
+            let refused = match visibility_ms {
+                None => calls.delete_all(&handles).await.unwrap(),
+                Some(ms) => calls.change_visibility_all(&handles, ms).await.unwrap(),
+            };
+            assert_eq!(refused, 3);
+            let kind = visibility_ms.map_or("delete".to_string(), |ms| format!("visibility {ms}"));
+            let made = queue.calls();
+            assert_eq!(made.len(), 4, "{made:?}");
+            assert!(made.iter().all(|(k, entries)| *k == kind && entries.len() <= BATCH_MAX));
+            assert_eq!((queue.attempts("retry2-a"), queue.attempts("bad-1")), (3, 1));
+            assert_eq!(clock.slept(), vec![50, 100]);
+        }
+    }
+
+    #[tokio::test]
+    async fn store_calls_retry_transient_errors_doubling_and_give_up_on_permanent_ones() {
+        let (clock, shutdown, tries) = (SleptClock::default(), stopped(false), AtomicU64::new(0));
+        let outcome = store_retrying(&clock, &shutdown, || {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0..3 => Err(StoreError::Retryable {
+                        code: "SlowDown".into(),
+                        message: "try again".into(),
+                    }),
+                    _ => Ok(PutOutcome::AlreadyExists),
+                }
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), PutOutcome::AlreadyExists);
+        assert_eq!(clock.slept(), vec![50, 100, 200]);
+
+        let outcome: Result<(), _> = store_retrying(&clock, &shutdown, || async {
+            Err(StoreError::Permanent {
+                code: "AccessDenied".into(),
+                message: "no".into(),
+            })
+        })
+        .await;
+        assert!(matches!(outcome, Err(CallError::Store(StoreError::Permanent { .. }))));
+        assert_eq!(clock.slept().len(), 3);
+    }
+
+    #[test]
+    fn a_body_over_the_byte_limit_travels_alone_and_a_batch_may_fill_the_limit_exactly() {
+        let sizes =
+            |bodies: &[String]| -> Vec<usize> { chunks_by_limits(bodies, 10).iter().map(|c| c.len()).collect() };
+        let (s, over) = ("s".to_string(), "o".repeat(BATCH_BYTES_MAX + 1));
+        let (half, more) = ("h".repeat(BATCH_BYTES_MAX / 2), "m".repeat(BATCH_BYTES_MAX / 2 + 1));
+        assert_eq!(sizes(&[over.clone(), s.clone(), s.clone()]), vec![1, 2]);
+        assert_eq!(sizes(&[s.clone(), over, s.clone()]), vec![1, 1, 1]);
+        assert_eq!(sizes(&[half.clone(), half.clone(), half.clone()]), vec![2, 1]);
+        assert_eq!(sizes(&[half, more]), vec![1, 1]);
+        assert_eq!(sizes(&vec![s.clone(); 10]), vec![10]);
+        assert_eq!(sizes(&vec![s; 11]), vec![10, 1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "breaks the limits")]
+    fn a_batch_over_the_limits_is_a_bug_that_panics() {
+        assert_within_limits(11, 11, 10);
     }
 }

@@ -238,8 +238,11 @@ impl SendLog for MemSendLog {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
+    use crate::core::{EntryError, QueueError, QueueStats, Received};
 
     /// A scratch directory, removed when dropped.
     struct Scratch(std::path::PathBuf);
@@ -301,5 +304,163 @@ mod tests {
         assert_eq!(taken, 500);
         assert!(most <= 50, "the queue held {most} jobs, more than the window of 50");
         assert!(most > 0);
+    }
+    /// A work queue that keeps the jobs it is sent and reports `backlog`
+    /// more jobs waiting besides.
+    #[derive(Default)]
+    struct Sink {
+        sent: Mutex<Vec<JobMessage>>,
+        backlog: u64,
+    }
+
+    impl Sink {
+        /// The (index, attempt) of every job sent, sorted.
+        fn sent(&self) -> Vec<(u64, u32)> {
+            let mut sent: Vec<_> = self.sent.lock().unwrap().iter().map(|j| (j.index, j.attempt)).collect();
+            sent.sort_unstable();
+            sent
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Queue for Sink {
+        fn name(&self) -> &str {
+            "jobs"
+        }
+        async fn ensure(&self) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            let jobs = bodies.iter().map(|b| JobMessage::decode(b).expect("a job message"));
+            self.sent.lock().unwrap().extend(jobs);
+            Ok(vec![Ok(()); bodies.len()])
+        }
+        async fn receive(&self, _: usize, _: u64, _: u64) -> Result<Vec<Received>, QueueError> {
+            unreachable!("a submitter does not receive")
+        }
+        async fn delete_batch(&self, _: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            unreachable!("a submitter does not delete")
+        }
+        async fn change_visibility_batch(
+            &self,
+            _: &[String],
+            _: u64,
+        ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+            unreachable!("a submitter holds no message")
+        }
+        async fn stats(&self) -> Result<QueueStats, QueueError> {
+            Ok(QueueStats {
+                visible: self.backlog,
+                in_flight: 0,
+            })
+        }
+    }
+
+    /// A send log that also remembers every mark, in order.
+    #[derive(Default)]
+    struct MarkLog {
+        inner: MemSendLog,
+        marks: Mutex<Vec<(u32, u64)>>,
+    }
+
+    impl SendLog for MarkLog {
+        fn sent(&self, sweep: &str, attempt: u32) -> Result<u64, StoreError> {
+            self.inner.sent(sweep, attempt)
+        }
+        fn mark_sent(&self, sweep: &str, attempt: u32, count: u64) -> Result<(), StoreError> {
+            self.marks.lock().unwrap().push((attempt, count));
+            self.inner.mark_sent(sweep, attempt, count)
+        }
+    }
+
+    /// A submitter over `queue` and a store in `dir`, with `window`.
+    fn over(queue: &Arc<Sink>, dir: &Scratch, window: Option<u64>) -> (Submitter, Arc<MarkLog>) {
+        let log = Arc::new(MarkLog::default());
+        let submitter = Submitter {
+            jobs: queue.clone(),
+            store: Arc::new(DirStore::open(dir.0.join("store")).expect("store")),
+            clock: Arc::new(SystemClock::default()),
+            log: log.clone(),
+            policy: Policy::Real,
+            stats: Arc::new(SubmitStats::default()),
+            window,
+        };
+        (submitter, log)
+    }
+
+    fn sweep_of(runs: u64) -> Sweep {
+        toml::from_str(&format!(
+            "name = \"g\"\nruns = {runs}\n[experiment]\nbuiltin = \"synthetic\"\n"
+        ))
+        .expect("a sweep")
+    }
+
+    fn scratch(name: &str) -> Scratch {
+        let dir = Scratch(std::env::temp_dir().join(format!("tally-{name}-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("scratch");
+        dir
+    }
+
+    /// Progress is marked after each group of four rounds of batches in
+    /// flight (1,280 jobs of ten-entry batches), so a crash resends at most
+    /// one group; a window far above a group does not stop sending while
+    /// the queue holds jobs.
+    #[tokio::test]
+    async fn progress_is_marked_per_group_of_batches_and_a_wide_window_does_not_wait_for_an_empty_queue() {
+        for window in [None, Some(5_000)] {
+            let dir = scratch("groups");
+            let queue = Arc::new(Sink {
+                backlog: 10,
+                ..Sink::default()
+            });
+            let (submitter, log) = over(&queue, &dir, window);
+            let sweep = sweep_of(3_000);
+            let never = crate::core::never();
+            let submit = submitter.submit(&sweep, &never);
+            let id = tokio::time::timeout(std::time::Duration::from_secs(10), submit)
+                .await
+                .expect("a queue holding 10 jobs leaves room for 1,280 more in a window of 5,000")
+                .expect("submitted");
+            assert_eq!(id, sweep.id());
+            assert_eq!(*log.marks.lock().unwrap(), vec![(1, 1_280), (1, 2_560), (1, 3_000)]);
+            assert_eq!(submitter.stats.sent.load(Ordering::Relaxed), 3_000);
+            assert_eq!(queue.sent(), (0..3_000).map(|i| (i, 1)).collect::<Vec<_>>());
+        }
+    }
+
+    /// A resubmission round that a crash cut short is finished (only its
+    /// unacknowledged jobs, at its attempt) before a new round begins.
+    #[tokio::test]
+    async fn an_interrupted_resubmission_is_finished_before_a_new_round_begins() {
+        let dir = scratch("resubmit");
+        let queue = Arc::new(Sink::default());
+        let (submitter, log) = over(&queue, &dir, None);
+        let id = sweep_of(30).id();
+        let round = Round {
+            attempt: 2,
+            ranges: vec![(0, 2), (10, 14)],
+        };
+        let key = manifest::round_key(&id, 2);
+        let bytes = serde_json::to_vec(&round).expect("a round serialises");
+        submitter.store.put_if_absent(&key, bytes).await.expect("round stored");
+        log.mark_sent(&id, 2, 3).expect("marked");
+        let never = crate::core::never();
+
+        assert_eq!(submitter.resubmit(&id, &[20], &never).await.expect("finished"), 2);
+        assert_eq!(queue.sent(), (10..=14).map(|i| (i, 2)).collect::<Vec<_>>());
+
+        assert_eq!(
+            submitter.resubmit(&id, &[20, 21], &never).await.expect("a new round"),
+            3
+        );
+        let rounds = manifest::load_rounds(&*submitter.store, &*submitter.clock, &never, &id).await;
+        assert_eq!(
+            rounds.expect("rounds").last().map(|r| r.ranges.clone()),
+            Some(vec![(20, 21)])
+        );
+        let sent = queue.sent();
+        assert_eq!(sent[sent.len() - 2..], [(20, 3), (21, 3)]);
+        assert_eq!(log.marks.lock().unwrap().last(), Some(&(3, 2)));
     }
 }
