@@ -93,13 +93,13 @@ impl Calls<'_> {
         }
     }
 
+    /// Wait `wait_ms` (every wait here is at least [`BACKOFF_MIN_MS`]),
+    /// unless a stop was asked for.
     async fn pause(&self, wait_ms: u64) -> Result<(), CallError> {
         if crate::core::is_stopping(self.shutdown) {
             return Err(CallError::Stopped);
         }
-        if wait_ms > 0 {
-            self.clock.sleep(wait_ms).await;
-        }
+        self.clock.sleep(wait_ms).await;
         Ok(())
     }
 

@@ -238,6 +238,7 @@ impl SendLog for MemSendLog {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
     use std::sync::Mutex;
 
     use super::*;
@@ -305,15 +306,27 @@ mod tests {
         assert!(most <= 50, "the queue held {most} jobs, more than the window of 50");
         assert!(most > 0);
     }
-    /// A work queue that keeps the jobs it is sent and reports `backlog`
-    /// more jobs waiting besides.
+    /// A work queue that keeps the jobs it is sent and reports, at each
+    /// look, the next of `held` (the last one again once they run out), as
+    /// if other jobs were waiting or in flight besides.
     #[derive(Default)]
     struct Sink {
         sent: Mutex<Vec<JobMessage>>,
-        backlog: u64,
+        held: Mutex<VecDeque<QueueStats>>,
+        looks: AtomicU64,
     }
 
     impl Sink {
+        fn holding(held: impl IntoIterator<Item = (u64, u64)>) -> Self {
+            let held = held
+                .into_iter()
+                .map(|(visible, in_flight)| QueueStats { visible, in_flight });
+            Sink {
+                held: Mutex::new(held.collect()),
+                ..Sink::default()
+            }
+        }
+
         /// The (index, attempt) of every job sent, sorted.
         fn sent(&self) -> Vec<(u64, u32)> {
             let mut sent: Vec<_> = self.sent.lock().unwrap().iter().map(|j| (j.index, j.attempt)).collect();
@@ -349,10 +362,14 @@ mod tests {
             unreachable!("a submitter holds no message")
         }
         async fn stats(&self) -> Result<QueueStats, QueueError> {
-            Ok(QueueStats {
-                visible: self.backlog,
-                in_flight: 0,
-            })
+            self.looks.fetch_add(1, Ordering::SeqCst);
+            let mut held = self.held.lock().unwrap();
+            let now = if held.len() > 1 {
+                held.pop_front()
+            } else {
+                held.front().copied()
+            };
+            Ok(now.unwrap_or_default())
         }
     }
 
@@ -410,10 +427,7 @@ mod tests {
     async fn progress_is_marked_per_group_of_batches_and_a_wide_window_does_not_wait_for_an_empty_queue() {
         for window in [None, Some(5_000)] {
             let dir = scratch("groups");
-            let queue = Arc::new(Sink {
-                backlog: 10,
-                ..Sink::default()
-            });
+            let queue = Arc::new(Sink::holding([(10, 0)]));
             let (submitter, log) = over(&queue, &dir, window);
             let sweep = sweep_of(3_000);
             let never = crate::core::never();
@@ -462,5 +476,23 @@ mod tests {
         let sent = queue.sent();
         assert_eq!(sent[sent.len() - 2..], [(20, 3), (21, 3)]);
         assert_eq!(log.marks.lock().unwrap().last(), Some(&(3, 2)));
+    }
+
+    /// Jobs in flight count against the window as waiting ones do: the
+    /// first group waits until the queue has room for it.
+    #[tokio::test]
+    async fn jobs_in_flight_count_against_the_window() {
+        let dir = scratch("inflight");
+        let queue = Arc::new(Sink::holding([(1, 4_000), (1, 4_000), (0, 0)]));
+        let (submitter, log) = over(&queue, &dir, Some(5_000));
+        let (never, sweep) = (crate::core::never(), sweep_of(3_000));
+        let submit = submitter.submit(&sweep, &never);
+        tokio::time::timeout(std::time::Duration::from_secs(10), submit)
+            .await
+            .expect("the queue empties after two looks")
+            .expect("submitted");
+        // Three looks before the first group, one before each other group.
+        assert_eq!(queue.looks.load(Ordering::SeqCst), 5);
+        assert_eq!(log.marks.lock().unwrap().last(), Some(&(1, 3_000)));
     }
 }
