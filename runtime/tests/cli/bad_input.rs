@@ -70,8 +70,17 @@ fn a_foreign_message_in_the_work_queue_is_quarantined_and_the_run_completes() ->
             std::sync::Arc::new(SystemClock::default()),
         )?;
         let jobs = queues.queue("tally-jobs", Default::default());
-        jobs.send_batch(&["this is not a job".into(), "{\"tally\":1}".into()])
-            .await?;
+        // Garbage, a job message without its fields, and job messages whose
+        // sweep could not be a sweep's id (no manifest can be looked up
+        // for them: on a local store they would not even be valid keys).
+        let foreign = [
+            "this is not a job",
+            "{\"tally\":1}",
+            "{\"tally\":1,\"sweep\":\"\",\"index\":0,\"attempt\":1}",
+            "{\"tally\":1,\"sweep\":\"../x\",\"index\":0,\"attempt\":1}",
+            "{\"tally\":1,\"sweep\":\"a//b\",\"index\":0,\"attempt\":1}",
+        ];
+        jobs.send_batch(&foreign.map(String::from)).await?;
         anyhow::Ok(())
     })?;
     let out = tally()
@@ -79,10 +88,10 @@ fn a_foreign_message_in_the_work_queue_is_quarantined_and_the_run_completes() ->
         .bounded_output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r = report(&data)?;
-    assert_eq!(r["quarantined"], 2, "{r}");
+    assert_eq!(r["quarantined"], 5, "{r}");
     assert_eq!(r["done"], 50, "{r}");
     let held = std::fs::read_dir(data.join("store/quarantine/tally-jobs"))?.count();
-    assert_eq!(held, 2, "both kept, not dropped");
+    assert_eq!(held, 5, "all kept, not dropped");
     Ok(())
 }
 

@@ -61,8 +61,25 @@ impl JobMessage {
                 msg.tally
             ));
         }
+        if !is_sweep_id(&msg.sweep) {
+            return Err(format!(
+                "job message names sweep {:?}, which is not a sweep id",
+                msg.sweep
+            ));
+        }
         Ok(msg)
     }
+}
+
+/// Most bytes of a sweep's id: a name of at most 64, '-', eight hex digits.
+const SWEEP_ID_MAX: usize = 64 + 1 + 8;
+
+/// Whether `s` could be a sweep's id: 1 to 73 letters, digits, '-' or '_'.
+/// A worker builds store keys from the sweep a job message names, so a
+/// message naming anything else ("", "../x", "a/b") is refused as foreign
+/// before any key is built from it.
+pub fn is_sweep_id(s: &str) -> bool {
+    (1..=SWEEP_ID_MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A result on the results queue. On the wire it is one flat JSON object:
@@ -379,5 +396,24 @@ mod tests {
         assert!(ResultMessage::decode(&JobMessage::new("s", 1, 1).encode()).is_err());
         let job = JobMessage::new("s", 7, 2);
         assert_eq!(JobMessage::decode(&job.encode()).unwrap(), job);
+    }
+
+    #[test]
+    fn job_messages_naming_what_cannot_be_a_sweep_id_are_refused() {
+        let longest = format!("{}-0123abcd", "n".repeat(64));
+        for sweep in ["s", "A_b-9", longest.as_str()] {
+            let job = JobMessage::new(sweep, 1, 1);
+            assert_eq!(JobMessage::decode(&job.encode()), Ok(job));
+        }
+        let too_long = format!("{longest}0");
+        for sweep in ["", "../x", "a/b", "a b", "é", too_long.as_str()] {
+            // The layout's fast path and the general decoder alike.
+            let fast = JobMessage::new(sweep, 1, 1).encode();
+            let general = format!(r#"{{"sweep":{sweep:?},"tally":1,"index":1,"attempt":1}}"#);
+            for body in [fast, general] {
+                let err = JobMessage::decode(&body).expect_err(&body);
+                assert!(err.contains("not a sweep id"), "{body}: {err}");
+            }
+        }
     }
 }

@@ -169,7 +169,7 @@ impl Worker {
         for msg in msgs {
             let job = JobMessage::decode(&msg.body);
             let loaded = match &job {
-                Ok(job) if !job.sweep.is_empty() => {
+                Ok(job) => {
                     self.manifests
                         .get(&*self.store, &*self.clock, shutdown, &job.sweep)
                         .await?
