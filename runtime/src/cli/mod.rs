@@ -59,6 +59,9 @@ pub(crate) async fn pick_sweep(
     let ids = crate::core::reconciler::sweep_ids(store, clock, &crate::core::never()).await?;
     match asked {
         Some(id) if ids.contains(&id) => Ok(id),
+        Some(id) if ids.is_empty() => Err(UserError::bad_input(format!(
+            "no sweep {id:?} in {place}; it holds none"
+        ))),
         Some(id) => Err(UserError::bad_input(format!(
             "no sweep {id:?} in {place}; it holds: {}",
             ids.join(", ")

@@ -110,3 +110,20 @@ fn exporting_a_sweep_that_is_not_there_exits_2_naming_the_sweeps_held() -> anyho
     );
     Ok(())
 }
+
+#[test]
+fn a_sweep_asked_of_a_data_directory_holding_none_is_one_sentence_saying_so() -> anyhow::Result<()> {
+    let scratch = Scratch::new("holdsnone");
+    let data = data_arg(&scratch.path("data"));
+    for sweep in ["nope", "../x"] {
+        let out = run(&["cancel", "--sweep", sweep, "--backend", "local", "--data", &data]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
+        assert!(
+            stderr.contains(&format!("no sweep {sweep:?}")) && stderr.ends_with("it holds none\n"),
+            "{stderr}"
+        );
+    }
+    Ok(())
+}
