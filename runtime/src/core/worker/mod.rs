@@ -403,6 +403,8 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
+    use crate::core::manifest::{self, Manifest};
 
     fn received(body: &str, receive_count: u32) -> Received {
         Received {
@@ -432,5 +434,71 @@ mod tests {
             decide(&received("garbage", 1), Some((10, 3))),
             Decision::Quarantine(_)
         ));
+    }
+
+    /// Two copies of one job run by one worker loop are two runs, with two
+    /// run ids, so reconciliation counts the key's runs right (a duplicate
+    /// run, or a conflict between runs, rather than one run seen twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_run_of_a_worker_loop_has_its_own_run_id() {
+        let dir = std::env::temp_dir().join(format!("tally-unit-runids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        let queues = SqliteQueues::open(std::path::Path::new(":memory:"), Arc::clone(&clock)).unwrap();
+        let (jobs, results) = (
+            Arc::new(queues.queue("jobs", QueueConfig::default())),
+            Arc::new(queues.queue("results", QueueConfig::default())),
+        );
+        let store: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.join("store")).unwrap());
+        let sweep: crate::sweep::Sweep =
+            toml::from_str("name = \"r\"\nruns = 1\n[experiment]\nbuiltin = \"synthetic\"\n").unwrap();
+        let manifest = Manifest {
+            id: sweep.id(),
+            submitted: 1,
+            sweep,
+        };
+        let never = crate::core::never();
+        manifest::publish(&*store, &*clock, &never, &manifest).await.unwrap();
+        jobs.ensure().await.unwrap();
+        results.ensure().await.unwrap();
+        let copy = JobMessage::new(&manifest.id, 0, 1).encode();
+        jobs.send_batch(&[copy.clone(), copy]).await.unwrap();
+        let factory_clock = Arc::clone(&clock);
+        let base = dir.clone();
+        let worker = Arc::new(Worker {
+            jobs: jobs.clone(),
+            results: results.clone(),
+            store,
+            clock,
+            manifests: Arc::new(ManifestCache::new(Arc::new(move |s: &crate::sweep::Sweep| {
+                crate::experiment::from_sweep(s, base.clone(), Arc::clone(&factory_clock))
+            }))),
+            config: WorkerConfig {
+                prefetch: 1,
+                wait_ms: 10,
+                result_flush_ms: 0,
+                ..WorkerConfig::new("w")
+            },
+            stats: Arc::new(WorkerStats::default()),
+        });
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn({
+            let worker = Arc::clone(&worker);
+            async move { worker.run(0, stop).await }
+        });
+        let mut delivered = Vec::new();
+        for _ in 0..500 {
+            for msg in results.receive(10, 60_000, 10).await.unwrap() {
+                delivered.push(ResultMessage::decode(&msg.body).unwrap().run_id);
+            }
+            if delivered.len() == 2 {
+                break;
+            }
+        }
+        stop_tx.send(true).unwrap();
+        running.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(delivered.len(), 2, "both copies ran and delivered within 5 s");
+        assert_ne!(delivered[0], delivered[1], "{delivered:?}");
     }
 }
