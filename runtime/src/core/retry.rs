@@ -533,15 +533,19 @@ mod tests {
         tokio::sync::watch::channel(stop).1
     }
 
-    /// Call `send_batch` of one body through `Calls` with `policy`.
-    async fn send_one(queue: &Scripted, clock: &SleptClock, policy: Policy, stop: bool) -> Result<(), CallError> {
-        let shutdown = stopped(stop);
-        let calls = Calls {
+    fn calls_on<'a>(queue: &'a Scripted, clock: &'a SleptClock, policy: Policy, shutdown: &'a Shutdown) -> Calls<'a> {
+        Calls {
             queue,
             clock,
             policy,
-            shutdown: &shutdown,
-        };
+            shutdown,
+        }
+    }
+
+    /// Call `send_batch` of one body through `Calls` with `policy`.
+    async fn send_one(queue: &Scripted, clock: &SleptClock, policy: Policy, stop: bool) -> Result<(), CallError> {
+        let shutdown = stopped(stop);
+        let calls = calls_on(queue, clock, policy, &shutdown);
         let body = vec!["m".to_string()];
         let statuses = calls.call(|| queue.send_batch(&body)).await?;
         assert_eq!(statuses, vec![Ok(())]);
@@ -616,12 +620,7 @@ mod tests {
     #[tokio::test]
     async fn sends_resend_only_the_entries_that_failed_transiently() {
         let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), stopped(false));
-        let calls = Calls {
-            queue: &queue,
-            clock: &clock,
-            policy: Policy::Real,
-            shutdown: &shutdown,
-        };
+        let calls = calls_on(&queue, &clock, Policy::Real, &shutdown);
         let mut bodies = names("ok", 12);
         bodies.insert(11, "retry2-a".into());
         calls.send_all(&bodies).await.unwrap();
@@ -657,12 +656,7 @@ mod tests {
         handles.extend(["retry2-a", "bad-1", "bad-2"].map(String::from));
         for visibility_ms in [None, Some(30_000)] {
             let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), stopped(false));
-            let calls = Calls {
-                queue: &queue,
-                clock: &clock,
-                policy: Policy::Real,
-                shutdown: &shutdown,
-            };
+            let calls = calls_on(&queue, &clock, Policy::Real, &shutdown);
             let refused = match visibility_ms {
                 None => calls.delete_all(&handles).await.unwrap(),
                 Some(ms) => calls.change_visibility_all(&handles, ms).await.unwrap(),
