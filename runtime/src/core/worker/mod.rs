@@ -438,7 +438,8 @@ mod tests {
 
     /// Two copies of one job run by one worker loop are two runs, with two
     /// run ids, so reconciliation counts the key's runs right (a duplicate
-    /// run, or a conflict between runs, rather than one run seen twice).
+    /// run, or a conflict between runs, rather than one run seen twice);
+    /// and the worker's counters, which progress shows, count them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_run_of_a_worker_loop_has_its_own_run_id() {
         let dir = std::env::temp_dir().join(format!("tally-unit-runids-{}", std::process::id()));
@@ -500,5 +501,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(delivered.len(), 2, "both copies ran and delivered within 5 s");
         assert_ne!(delivered[0], delivered[1], "{delivered:?}");
+        let stats = &worker.stats;
+        let counted =
+            [&stats.runs, &stats.results_sent, &stats.failed, &stats.gave_up].map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(counted, [2, 2, 0, 0], "runs, results sent, failed, given up");
     }
 }
