@@ -403,7 +403,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
+    use crate::adapters::local::{DirStore, QueueConfig, SqliteQueue, SqliteQueues, SystemClock};
     use crate::core::manifest::{self, Manifest};
 
     fn received(body: &str, receive_count: u32) -> Received {
@@ -436,74 +436,127 @@ mod tests {
         ));
     }
 
+    /// A worker over in-memory queues and a store in a scratch directory
+    /// (removed when dropped), with a published one-job synthetic sweep
+    /// whose job sleeps `sleep_ms`, and `copies` copies of that job queued.
+    struct Rig {
+        worker: Arc<Worker>,
+        results: Arc<SqliteQueue>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    impl Rig {
+        async fn new(name: &str, sleep_ms: u64, copies: usize, config: WorkerConfig) -> Rig {
+            let dir = std::env::temp_dir().join(format!("tally-unit-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+            let queues = SqliteQueues::open(std::path::Path::new(":memory:"), Arc::clone(&clock)).unwrap();
+            let (jobs, results) = (
+                Arc::new(queues.queue("jobs", QueueConfig::default())),
+                Arc::new(queues.queue("results", QueueConfig::default())),
+            );
+            let store: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.join("store")).unwrap());
+            let text =
+                format!("name = \"{name}\"\nruns = 1\n[experiment]\nbuiltin = \"synthetic\"\nsleep_ms = {sleep_ms}\n");
+            let sweep: crate::sweep::Sweep = toml::from_str(&text).unwrap();
+            let manifest = Manifest {
+                id: sweep.id(),
+                submitted: 1,
+                sweep,
+            };
+            manifest::publish(&*store, &*clock, &crate::core::never(), &manifest)
+                .await
+                .unwrap();
+            jobs.ensure().await.unwrap();
+            results.ensure().await.unwrap();
+            let job = JobMessage::new(&manifest.id, 0, 1).encode();
+            jobs.send_batch(&vec![job; copies]).await.unwrap();
+            let (factory_clock, base) = (Arc::clone(&clock), dir.clone());
+            let factory = move |s: &crate::sweep::Sweep| {
+                crate::experiment::from_sweep(s, base.clone(), Arc::clone(&factory_clock))
+            };
+            let worker = Arc::new(Worker {
+                jobs,
+                results: results.clone(),
+                store,
+                clock,
+                manifests: Arc::new(ManifestCache::new(Arc::new(factory))),
+                config,
+                stats: Arc::new(WorkerStats::default()),
+            });
+            Rig { worker, results, dir }
+        }
+
+        /// Run `loops` worker loops until `want` results are delivered or
+        /// `within_ms` passed; then stop them and return the results.
+        async fn deliveries(&self, loops: usize, want: usize, within_ms: u64) -> Vec<ResultMessage> {
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            let running: Vec<_> = (0..loops)
+                .map(|slot| {
+                    let (worker, stop) = (Arc::clone(&self.worker), stop.clone());
+                    tokio::spawn(async move { worker.run(slot, stop).await })
+                })
+                .collect();
+            let mut delivered = Vec::new();
+            let deadline = self.worker.clock.mono_ms() + within_ms;
+            while delivered.len() < want && self.worker.clock.mono_ms() < deadline {
+                for msg in self.results.receive(10, 60_000, 10).await.unwrap() {
+                    delivered.push(ResultMessage::decode(&msg.body).unwrap());
+                }
+            }
+            stop_tx.send(true).unwrap();
+            for loop_ in running {
+                loop_.await.unwrap().unwrap();
+            }
+            delivered
+        }
+
+        /// Runs, results sent, failed and given-up jobs.
+        fn counted(&self) -> [u64; 4] {
+            let stats = &self.worker.stats;
+            [&stats.runs, &stats.results_sent, &stats.failed, &stats.gave_up].map(|c| c.load(Ordering::Relaxed))
+        }
+    }
+
+    fn config(visibility_ms: u64) -> WorkerConfig {
+        WorkerConfig {
+            prefetch: 1,
+            visibility_ms,
+            wait_ms: 10,
+            result_flush_ms: 0,
+            ..WorkerConfig::new("w")
+        }
+    }
+
     /// Two copies of one job run by one worker loop are two runs, with two
     /// run ids, so reconciliation counts the key's runs right (a duplicate
     /// run, or a conflict between runs, rather than one run seen twice);
     /// and the worker's counters, which progress shows, count them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_run_of_a_worker_loop_has_its_own_run_id() {
-        let dir = std::env::temp_dir().join(format!("tally-unit-runids-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let queues = SqliteQueues::open(std::path::Path::new(":memory:"), Arc::clone(&clock)).unwrap();
-        let (jobs, results) = (
-            Arc::new(queues.queue("jobs", QueueConfig::default())),
-            Arc::new(queues.queue("results", QueueConfig::default())),
-        );
-        let store: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.join("store")).unwrap());
-        let sweep: crate::sweep::Sweep =
-            toml::from_str("name = \"r\"\nruns = 1\n[experiment]\nbuiltin = \"synthetic\"\n").unwrap();
-        let manifest = Manifest {
-            id: sweep.id(),
-            submitted: 1,
-            sweep,
-        };
-        let never = crate::core::never();
-        manifest::publish(&*store, &*clock, &never, &manifest).await.unwrap();
-        jobs.ensure().await.unwrap();
-        results.ensure().await.unwrap();
-        let copy = JobMessage::new(&manifest.id, 0, 1).encode();
-        jobs.send_batch(&[copy.clone(), copy]).await.unwrap();
-        let factory_clock = Arc::clone(&clock);
-        let base = dir.clone();
-        let worker = Arc::new(Worker {
-            jobs: jobs.clone(),
-            results: results.clone(),
-            store,
-            clock,
-            manifests: Arc::new(ManifestCache::new(Arc::new(move |s: &crate::sweep::Sweep| {
-                crate::experiment::from_sweep(s, base.clone(), Arc::clone(&factory_clock))
-            }))),
-            config: WorkerConfig {
-                prefetch: 1,
-                wait_ms: 10,
-                result_flush_ms: 0,
-                ..WorkerConfig::new("w")
-            },
-            stats: Arc::new(WorkerStats::default()),
-        });
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let running = tokio::spawn({
-            let worker = Arc::clone(&worker);
-            async move { worker.run(0, stop).await }
-        });
-        let mut delivered = Vec::new();
-        for _ in 0..500 {
-            for msg in results.receive(10, 60_000, 10).await.unwrap() {
-                delivered.push(ResultMessage::decode(&msg.body).unwrap().run_id);
-            }
-            if delivered.len() == 2 {
-                break;
-            }
-        }
-        stop_tx.send(true).unwrap();
-        running.await.unwrap().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(delivered.len(), 2, "both copies ran and delivered within 5 s");
-        assert_ne!(delivered[0], delivered[1], "{delivered:?}");
-        let stats = &worker.stats;
-        let counted =
-            [&stats.runs, &stats.results_sent, &stats.failed, &stats.gave_up].map(|c| c.load(Ordering::Relaxed));
-        assert_eq!(counted, [2, 2, 0, 0], "runs, results sent, failed, given up");
+        let rig = Rig::new("runids", 0, 2, config(60_000)).await;
+        let delivered = rig.deliveries(1, 2, 5_000).await;
+        let run_ids: Vec<&str> = delivered.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(run_ids.len(), 2, "both copies ran and delivered within 5 s");
+        assert_ne!(run_ids[0], run_ids[1]);
+        assert_eq!(rig.counted(), [2, 2, 0, 0], "runs, results sent, failed, given up");
+    }
+
+    /// A job that runs for twice its visibility timeout is not handed to a
+    /// second worker loop: the heartbeat extends it in time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_outlasts_its_visibility_timeout_runs_once() {
+        // A beat every third of a second leaves a busy machine two thirds
+        // of a second of slack; a second run would end by 3 s.
+        let rig = Rig::new("heartbeat", 2_000, 1, config(1_000)).await;
+        let delivered = rig.deliveries(2, 2, 3_500).await;
+        assert_eq!(delivered.len(), 1, "{delivered:?}");
+        assert_eq!(rig.counted(), [1, 1, 0, 0], "runs, results sent, failed, given up");
     }
 }
