@@ -123,6 +123,16 @@ fn finishing_with_nothing_held_asks_for_nothing() {
     assert!(matches!(&gatherer.finish()[..], [Action::Store { records: 2, .. }]));
     assert_eq!(gatherer.stored(), vec![Action::Delete(vec!["h0".into(), "h1".into()])]);
     assert_eq!(gatherer.finish(), vec![], "everything was stored and deleted");
+    gatherer.check();
+}
+
+#[test]
+#[should_panic(expected = "a held message is in exactly one place")]
+fn a_handle_counted_but_placed_nowhere_fails_the_check() {
+    let mut gatherer = Gatherer::new(config(Policy::Real));
+    gatherer.received(results(0..2), 0);
+    gatherer.held += 1;
+    gatherer.check();
 }
 
 #[test]
