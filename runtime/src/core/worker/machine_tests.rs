@@ -172,6 +172,34 @@ fn a_result_too_large_for_one_message_is_sent_small_as_failed_with_a_note() {
     assert_eq!((sent.index, &sent.run_id), (result.index, &result.run_id));
 }
 
+/// The note of a too-large result keeps the experiment's standard error
+/// when it is short (up to 4 KiB), so the failure can still be read.
+#[test]
+fn a_too_large_result_keeps_a_short_standard_error_in_its_note() {
+    let (_, actions) = Batch::received(limits(Policy::Real), vec![incoming(0, 1)]);
+    let mut result = result_of(&run_of(&actions));
+    result.outcome.stdout = Some("x".repeat(2 * RESULT_BYTES_MAX));
+    let note = |stderr: &str| {
+        let mut r = result.clone();
+        r.outcome.stderr_tail = stderr.to_owned();
+        ResultMessage::decode(&result_body(&r))
+            .expect("a result")
+            .outcome
+            .stderr_tail
+    };
+    let (short, longest, long) = ("boom".to_owned(), "e".repeat(4 * 1024), "e".repeat(4 * 1024 + 1));
+    let alone = |note: &str| note.starts_with("output too large") && note.ends_with("were dropped");
+    assert!(alone(&note("")), "{}", note(""));
+    for kept in [&short, &longest] {
+        let (head, tail) = note(kept)
+            .split_once('\n')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .unwrap();
+        assert!(alone(&head) && tail == *kept, "{head}");
+    }
+    assert!(alone(&note(&long)), "a long standard error is dropped with the output");
+}
+
 #[test]
 fn a_result_that_fits_one_message_is_sent_as_it_is() {
     let (mut batch, actions) = Batch::received(limits(Policy::Real), vec![incoming(0, 1)]);
