@@ -340,15 +340,21 @@ fn batch_of_messages() -> impl Strategy<Value = Vec<(u64, u32)>> {
 
 #[test]
 fn jobs_of_a_cancelled_sweep_are_deleted_unrun_and_the_others_run() {
-    let mut cancelled = incoming(1, 1);
+    let [mut cancelled, mut outside] = [incoming(99, 1), incoming(100, 1)];
     cancelled.cancelled = true;
-    let (_, actions) = Batch::received(limits(Policy::Real), vec![cancelled, incoming(2, 1)]);
-    assert_eq!(actions[0], Action::Delete(vec!["h1".into()]));
+    // Past the sweep's last job (99 of 100): foreign, cancelled or not.
+    outside.cancelled = true;
+    let (_, actions) = Batch::received(limits(Policy::Real), vec![cancelled, outside, incoming(2, 1)]);
     assert!(
-        matches!(&actions[1], Action::Run(job) if job.job.index == 2),
+        matches!(&actions[0], Action::Quarantine { msg, .. } if msg.handle == "h100"),
         "{actions:?}"
     );
-    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert_eq!(actions[1], Action::Delete(vec!["h99".into()]));
+    assert!(
+        matches!(&actions[2], Action::Run(job) if job.job.index == 2),
+        "{actions:?}"
+    );
+    assert_eq!(actions.len(), 3, "{actions:?}");
 }
 
 proptest! {
