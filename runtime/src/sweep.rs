@@ -66,6 +66,15 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// Most bytes of a sweep's name.
+pub const NAME_MAX: usize = 64;
+
+/// Whether `s` is 1 to `max` letters, digits, '-' or '_': what a sweep's
+/// name is (at most [`NAME_MAX`]), and so what its id is made of.
+pub fn is_name_text(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A validated sweep. It is also the manifest stored in the blob store, so
 /// workers anywhere can expand job indices to parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,16 +171,13 @@ impl Sweep {
     }
 
     fn validate(&self) -> Result<(), (Option<String>, String)> {
-        let ok_name = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok_name {
+        if !is_name_text(&self.name, NAME_MAX) {
             return Err((
                 Some("name".into()),
-                format!("name {:?} must be 1 to 64 letters, digits, '-' or '_'", self.name),
+                format!(
+                    "name {:?} must be 1 to {NAME_MAX} letters, digits, '-' or '_'",
+                    self.name
+                ),
             ));
         }
         if self.runs == 0 {

@@ -71,15 +71,16 @@ impl JobMessage {
     }
 }
 
-/// Most bytes of a sweep's id: a name of at most 64, '-', eight hex digits.
-const SWEEP_ID_MAX: usize = 64 + 1 + 8;
+/// Most bytes of a sweep's id ([`crate::sweep::Sweep::id`]): its name,
+/// '-', eight hex digits.
+const SWEEP_ID_MAX: usize = crate::sweep::NAME_MAX + 1 + 8;
 
 /// Whether `s` could be a sweep's id: 1 to 73 letters, digits, '-' or '_'.
 /// A worker builds store keys from the sweep a job message names, so a
 /// message naming anything else ("", "../x", "a/b") is refused as foreign
 /// before any key is built from it.
 pub fn is_sweep_id(s: &str) -> bool {
-    (1..=SWEEP_ID_MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::sweep::is_name_text(s, SWEEP_ID_MAX)
 }
 
 /// A result on the results queue. On the wire it is one flat JSON object:
