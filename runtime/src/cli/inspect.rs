@@ -197,11 +197,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<u8> {
             return Err(UserError::bad_input(format!(
                 "{} holds no sweep {asked:?}; it holds: {}",
                 db.display(),
-                if held.is_empty() {
-                    "none".to_owned()
-                } else {
-                    held.join(", ")
-                }
+                crate::cli::held_list(&held)
             )));
         }
     }

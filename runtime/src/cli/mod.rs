@@ -47,6 +47,15 @@ pub(crate) fn instance_id() -> String {
     format!("{:032x}", u128::from_le_bytes(bytes))
 }
 
+/// Sweeps a place holds, for a message: their ids, or "none".
+pub(crate) fn held_list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(", ")
+    }
+}
+
 /// The sweep asked for, or the only one in the store at `place` (named in
 /// messages); a sweep it does not hold, or a choice to make, is bad input
 /// that lists what it holds.
@@ -59,12 +68,9 @@ pub(crate) async fn pick_sweep(
     let ids = crate::core::reconciler::sweep_ids(store, clock, &crate::core::never()).await?;
     match asked {
         Some(id) if ids.contains(&id) => Ok(id),
-        Some(id) if ids.is_empty() => Err(UserError::bad_input(format!(
-            "no sweep {id:?} in {place}; it holds none"
-        ))),
         Some(id) => Err(UserError::bad_input(format!(
             "no sweep {id:?} in {place}; it holds: {}",
-            ids.join(", ")
+            held_list(&ids)
         ))),
         None if ids.len() == 1 => Ok(ids[0].clone()),
         None if ids.is_empty() => Err(UserError::bad_input(format!(

@@ -121,7 +121,7 @@ fn a_sweep_asked_of_a_data_directory_holding_none_is_one_sentence_saying_so() ->
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
         assert!(
-            stderr.contains(&format!("no sweep {sweep:?}")) && stderr.ends_with("it holds none\n"),
+            stderr.contains(&format!("no sweep {sweep:?}")) && stderr.ends_with("it holds: none\n"),
             "{stderr}"
         );
     }
