@@ -529,8 +529,9 @@ mod tests {
         (0..count).map(|i| format!("{prefix}-{i}")).collect()
     }
 
-    fn stopped(stop: bool) -> Shutdown {
-        tokio::sync::watch::channel(stop).1
+    /// A shutdown that has said stop.
+    fn stop_asked() -> Shutdown {
+        tokio::sync::watch::channel(true).1
     }
 
     fn calls_on<'a>(queue: &'a Scripted, clock: &'a SleptClock, policy: Policy, shutdown: &'a Shutdown) -> Calls<'a> {
@@ -544,7 +545,7 @@ mod tests {
 
     /// Call `send_batch` of one body through `Calls` with `policy`.
     async fn send_one(queue: &Scripted, clock: &SleptClock, policy: Policy, stop: bool) -> Result<(), CallError> {
-        let shutdown = stopped(stop);
+        let shutdown = if stop { stop_asked() } else { crate::core::never() };
         let calls = calls_on(queue, clock, policy, &shutdown);
         let body = vec!["m".to_string()];
         let statuses = calls.call(|| queue.send_batch(&body)).await?;
@@ -605,7 +606,7 @@ mod tests {
         let (queue, clock) = (Scripted::failing(vec![transient()]), SleptClock::default());
         let err = send_one(&queue, &clock, Policy::Real, true).await.unwrap_err();
         assert!(matches!(err, CallError::Stopped), "{err}");
-        let shutdown = stopped(true);
+        let shutdown = stop_asked();
         let outcome: Result<(), _> = store_retrying(&clock, &shutdown, || async {
             Err(StoreError::Retryable {
                 code: "SlowDown".into(),
@@ -619,7 +620,7 @@ mod tests {
 
     #[tokio::test]
     async fn sends_resend_only_the_entries_that_failed_transiently() {
-        let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), stopped(false));
+        let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), crate::core::never());
         let calls = calls_on(&queue, &clock, Policy::Real, &shutdown);
         let mut bodies = names("ok", 12);
         bodies.insert(11, "retry2-a".into());
@@ -655,7 +656,7 @@ mod tests {
         handles[3] = "bad-0".into();
         handles.extend(["retry2-a", "bad-1", "bad-2"].map(String::from));
         for visibility_ms in [None, Some(30_000)] {
-            let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), stopped(false));
+            let (queue, clock, shutdown) = (Scripted::default(), SleptClock::default(), crate::core::never());
             let calls = calls_on(&queue, &clock, Policy::Real, &shutdown);
             let refused = match visibility_ms {
                 None => calls.delete_all(&handles).await.unwrap(),
@@ -673,7 +674,7 @@ mod tests {
 
     #[tokio::test]
     async fn store_calls_retry_transient_errors_doubling_and_give_up_on_permanent_ones() {
-        let (clock, shutdown, tries) = (SleptClock::default(), stopped(false), AtomicU64::new(0));
+        let (clock, shutdown, tries) = (SleptClock::default(), crate::core::never(), AtomicU64::new(0));
         let outcome = store_retrying(&clock, &shutdown, || {
             let n = tries.fetch_add(1, Ordering::SeqCst);
             async move {

@@ -256,22 +256,12 @@ mod tests {
 
     #[test]
     fn the_submit_window_keeps_the_work_queue_no_larger_than_the_window() {
-        let dir = Scratch(std::env::temp_dir().join(format!("tally-window-{}", std::process::id())));
-        std::fs::create_dir_all(&dir.0).expect("scratch");
+        let dir = scratch("window");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let queues = SqliteQueues::open(&dir.0.join("q.sqlite"), clock.clone()).expect("queues");
         let jobs = Arc::new(queues.queue("jobs", QueueConfig::default()));
-        let submitter = Submitter {
-            jobs: jobs.clone(),
-            store: Arc::new(DirStore::open(dir.0.join("store")).expect("store")),
-            clock: clock.clone(),
-            log: Arc::new(MemSendLog::default()),
-            policy: Policy::Real,
-            stats: Arc::new(SubmitStats::default()),
-            window: Some(50),
-        };
-        let sweep: Sweep =
-            toml::from_str("name = \"w\"\nruns = 500\n[experiment]\nbuiltin = \"synthetic\"\n").expect("a sweep");
+        let (submitter, _) = over(jobs.clone(), &dir, Some(50));
+        let sweep = sweep_of(500);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -390,11 +380,11 @@ mod tests {
         }
     }
 
-    /// A submitter over `queue` and a store in `dir`, with `window`.
-    fn over(queue: &Arc<Sink>, dir: &Scratch, window: Option<u64>) -> (Submitter, Arc<MarkLog>) {
+    /// A submitter over `jobs` and a store in `dir`, with `window`.
+    fn over(jobs: Arc<dyn Queue>, dir: &Scratch, window: Option<u64>) -> (Submitter, Arc<MarkLog>) {
         let log = Arc::new(MarkLog::default());
         let submitter = Submitter {
-            jobs: queue.clone(),
+            jobs,
             store: Arc::new(DirStore::open(dir.0.join("store")).expect("store")),
             clock: Arc::new(SystemClock::default()),
             log: log.clone(),
@@ -428,7 +418,7 @@ mod tests {
         for window in [None, Some(5_000)] {
             let dir = scratch("groups");
             let queue = Arc::new(Sink::holding([(10, 0)]));
-            let (submitter, log) = over(&queue, &dir, window);
+            let (submitter, log) = over(queue.clone(), &dir, window);
             let sweep = sweep_of(3_000);
             let never = crate::core::never();
             let submit = submitter.submit(&sweep, &never);
@@ -449,7 +439,7 @@ mod tests {
     async fn an_interrupted_resubmission_is_finished_before_a_new_round_begins() {
         let dir = scratch("resubmit");
         let queue = Arc::new(Sink::default());
-        let (submitter, log) = over(&queue, &dir, None);
+        let (submitter, log) = over(queue.clone(), &dir, None);
         let id = sweep_of(30).id();
         let round = Round {
             attempt: 2,
@@ -484,7 +474,7 @@ mod tests {
     async fn jobs_in_flight_count_against_the_window() {
         let dir = scratch("inflight");
         let queue = Arc::new(Sink::holding([(1, 4_000), (1, 4_000), (0, 0)]));
-        let (submitter, log) = over(&queue, &dir, Some(5_000));
+        let (submitter, log) = over(queue.clone(), &dir, Some(5_000));
         let (never, sweep) = (crate::core::never(), sweep_of(3_000));
         let submit = submitter.submit(&sweep, &never);
         tokio::time::timeout(std::time::Duration::from_secs(10), submit)
