@@ -402,6 +402,29 @@ mod tests {
         }
     }
 
+    /// A refusal by the fast path only costs speed (serde reads the body
+    /// instead), so the tests above cannot see one: the metrics experiments
+    /// print must be read here, without serde.
+    #[test]
+    fn flat_metrics_are_read_without_the_general_decoder() {
+        for flat in [
+            "{}",
+            r#"{"a":0}"#,
+            r#"{"a":-12.5e-3,"b":7E+2,"c":1.0,"d":-0}"#,
+            r#"{"loss":0.125,"steps":4096}"#,
+        ] {
+            let mut c = Cursor::new(flat);
+            assert_eq!(c.flat_object(), Some(()), "{flat}");
+            assert!(c.at_end(), "{flat} read whole");
+            let mut c = Cursor::new(flat);
+            assert_eq!(c.raw_object(), Some(flat));
+        }
+        for other in [r#"{"a":[1]}"#, r#"{"a":"x"}"#, r#"{"a\"":1}"#, r#"{"a":1 }"#] {
+            assert_eq!(Cursor::new(other).flat_object(), None, "{other} is serde's to read");
+            assert_eq!(Cursor::new(other).raw_object(), Some(other), "{other}");
+        }
+    }
+
     proptest! {
         #[test]
         fn the_fast_path_reads_what_the_general_decoder_reads(
