@@ -292,7 +292,6 @@ impl Classifier {
         let policy = self.policy;
         let mut report = self.report.clone();
         let r = &mut report;
-        let mut missing: Vec<u64> = Vec::new();
         for (i, key) in self.keys.iter().enumerate() {
             let i = i as u64;
             let class = match (key.runs, key.status) {
@@ -302,9 +301,7 @@ impl Classifier {
                 }
                 (0, _) | (_, None) => {
                     r.missing += 1;
-                    if missing.len() < LISTED_MAX * 4 {
-                        missing.push(i);
-                    }
+                    extend_ranges(&mut r.missing_ranges, i);
                     KeyClass::Missing
                 }
                 _ if key.conflict => {
@@ -336,14 +333,23 @@ impl Classifier {
             "every key of {} is in exactly one class",
             r.sweep
         );
-        r.missing_ranges = manifest::to_ranges(&missing);
-        r.missing_ranges.truncate(LISTED_MAX);
         if !policy.reads_ledger() {
             r.submitted -= r.missing;
             r.missing = 0;
             r.missing_ranges.clear();
         }
         report
+    }
+}
+
+/// Add key `i`, met in increasing order, to inclusive `ranges`: the first
+/// [`LISTED_MAX`] ranges, each whole (a cap on keys instead would cut the
+/// last range short and name fewer keys than are missing).
+fn extend_ranges(ranges: &mut Vec<(u64, u64)>, i: u64) {
+    if let Some((_, end)) = ranges.last_mut().filter(|(_, end)| *end + 1 == i) {
+        *end = i;
+    } else if ranges.len() < LISTED_MAX {
+        ranges.push((i, i));
     }
 }
 
@@ -633,6 +639,27 @@ mod tests {
         assert_eq!(r.failed_indices, first);
         let phantoms: Vec<u64> = first.iter().map(|i| over + i).collect();
         assert_eq!(r.phantom_indices, phantoms);
+    }
+
+    /// Missing keys are listed as whole ranges: a long run of them is one
+    /// range however long, and past the cap on ranges the first ones stay.
+    #[test]
+    fn missing_ranges_are_whole_and_the_first_ones() {
+        let long = LISTED_MAX as u64 * 5;
+        let mut c = Classifier::new("s", long + 1);
+        add(&mut c, result(long, "a", ResultStatus::Ok, 1.0));
+        let r = c.finish(&mut NoSink);
+        assert_eq!((r.missing, r.missing_ranges.clone()), (long, vec![(0, long - 1)]));
+
+        // Every other key missing: one range each, the first LISTED_MAX.
+        let keys = LISTED_MAX as u64 * 2 + 4;
+        let mut c = Classifier::new("s", keys);
+        for i in (1..keys).step_by(2) {
+            add(&mut c, result(i, "a", ResultStatus::Ok, 1.0));
+        }
+        let r = c.finish(&mut NoSink);
+        let first: Vec<(u64, u64)> = (0..LISTED_MAX as u64).map(|k| (2 * k, 2 * k)).collect();
+        assert_eq!((r.missing, r.missing_ranges), (keys / 2, first));
     }
 
     #[test]
