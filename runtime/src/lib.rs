@@ -29,4 +29,6 @@ pub mod cli;
 pub mod core;
 pub mod experiment;
 pub mod results_db;
+#[cfg(test)]
+mod scratch;
 pub mod sweep;

@@ -360,10 +360,8 @@ mod tests {
     /// seconds, among the unit tests, before the CLI's tests start.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_small_sweep_runs_to_completion_within_seconds() {
-        let dir = std::env::temp_dir().join(format!("tally-unit-run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sweep = dir.join("s.toml");
+        let dir = crate::scratch::Scratch::new("run");
+        let sweep = dir.path("s.toml");
         std::fs::write(
             &sweep,
             "name = \"unit\"\nruns = 40\n\n[experiment]\nbuiltin = \"synthetic\"\nsleep_ms = 0\n",
@@ -372,7 +370,7 @@ mod tests {
         let args = RunArgs {
             sweep,
             workers: 4,
-            data: DataArgs { data: dir.join("data") },
+            data: DataArgs { data: dir.path("data") },
             visibility_s: 60,
             resubmit_rounds: 3,
             json: true,
@@ -381,7 +379,7 @@ mod tests {
             policy: crate::core::Policy::Real,
         };
         let code = tokio::time::timeout(std::time::Duration::from_secs(10), run(args)).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
         let code = code
             .expect("tally run did not finish within 10 s (it takes well under one)")
             .expect("tally run failed");

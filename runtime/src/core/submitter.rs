@@ -244,21 +244,13 @@ mod tests {
     use super::*;
     use crate::adapters::local::{DirStore, QueueConfig, SqliteQueues, SystemClock};
     use crate::core::{EntryError, QueueError, QueueStats, Received};
-
-    /// A scratch directory, removed when dropped.
-    struct Scratch(std::path::PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::scratch::Scratch;
 
     #[test]
     fn the_submit_window_keeps_the_work_queue_no_larger_than_the_window() {
-        let dir = scratch("window");
+        let dir = Scratch::new("submit-window");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let queues = SqliteQueues::open(&dir.0.join("q.sqlite"), clock.clone()).expect("queues");
+        let queues = SqliteQueues::open(&dir.path("q.sqlite"), clock.clone()).expect("queues");
         let jobs = Arc::new(queues.queue("jobs", QueueConfig::default()));
         let (submitter, _) = over(jobs.clone(), &dir, Some(50));
         let sweep = sweep_of(500);
@@ -385,7 +377,7 @@ mod tests {
         let log = Arc::new(MarkLog::default());
         let submitter = Submitter {
             jobs,
-            store: Arc::new(DirStore::open(dir.0.join("store")).expect("store")),
+            store: Arc::new(DirStore::open(dir.path("store")).expect("store")),
             clock: Arc::new(SystemClock::default()),
             log: log.clone(),
             policy: Policy::Real,
@@ -402,13 +394,6 @@ mod tests {
         .expect("a sweep")
     }
 
-    fn scratch(name: &str) -> Scratch {
-        let dir = Scratch(std::env::temp_dir().join(format!("tally-{name}-{}", std::process::id())));
-        let _ = std::fs::remove_dir_all(&dir.0);
-        std::fs::create_dir_all(&dir.0).expect("scratch");
-        dir
-    }
-
     /// Progress is marked after each group of four rounds of batches in
     /// flight (1,280 jobs of ten-entry batches), so a crash resends at most
     /// one group; a window far above a group does not stop sending while
@@ -416,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn progress_is_marked_per_group_of_batches_and_a_wide_window_does_not_wait_for_an_empty_queue() {
         for window in [None, Some(5_000)] {
-            let dir = scratch("groups");
+            let dir = Scratch::new("submit-groups");
             let queue = Arc::new(Sink::holding([(10, 0)]));
             let (submitter, log) = over(queue.clone(), &dir, window);
             let sweep = sweep_of(3_000);
@@ -437,7 +422,7 @@ mod tests {
     /// unacknowledged jobs, at its attempt) before a new round begins.
     #[tokio::test]
     async fn an_interrupted_resubmission_is_finished_before_a_new_round_begins() {
-        let dir = scratch("resubmit");
+        let dir = Scratch::new("submit-resubmit");
         let queue = Arc::new(Sink::default());
         let (submitter, log) = over(queue.clone(), &dir, None);
         let id = sweep_of(30).id();
@@ -472,7 +457,7 @@ mod tests {
     /// first group waits until the queue has room for it.
     #[tokio::test]
     async fn jobs_in_flight_count_against_the_window() {
-        let dir = scratch("inflight");
+        let dir = Scratch::new("submit-inflight");
         let queue = Arc::new(Sink::holding([(1, 4_000), (1, 4_000), (0, 0)]));
         let (submitter, log) = over(queue.clone(), &dir, Some(5_000));
         let (never, sweep) = (crate::core::never(), sweep_of(3_000));

@@ -131,17 +131,12 @@ impl Drop for Running<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("tally-journal-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("started.journal")
-    }
+    use crate::scratch::Scratch;
 
     #[test]
     fn entries_are_the_jobs_still_running_when_the_runner_ended() {
-        let path = scratch("entries");
+        let dir = Scratch::new("journal-entries");
+        let path = dir.path("started.journal");
         {
             let journal = RunJournal::open(&path).unwrap();
             assert!(journal.entries().unwrap().is_empty());
@@ -159,12 +154,12 @@ mod tests {
         assert_eq!(keys, ["s-0000000a/2", "s-0000000a/3"]);
         journal.clear().unwrap();
         assert!(RunJournal::open(&path).unwrap().entries().unwrap().is_empty());
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
     fn a_torn_slot_is_ignored_and_a_key_too_long_refused() {
-        let path = scratch("torn");
+        let dir = Scratch::new("journal-torn");
+        let path = dir.path("started.journal");
         let journal = RunJournal::open(&path).unwrap();
         std::mem::forget(journal.start("s-0000000a/1").unwrap());
         std::mem::forget(journal.start("s-0000000a/2").unwrap());
@@ -175,6 +170,5 @@ mod tests {
         assert!(journal.start(&"k".repeat(KEY_MAX)).is_ok());
         assert!(journal.start(&"k".repeat(KEY_MAX + 1)).is_err());
         assert!(journal.start("").is_err());
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

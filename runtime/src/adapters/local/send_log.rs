@@ -73,3 +73,59 @@ impl SendLog for SqliteSendLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch::Scratch;
+
+    /// Progress is kept per sweep and attempt, replaced by each mark, and
+    /// still there when the log is opened again.
+    #[test]
+    fn marks_are_per_sweep_and_attempt_and_survive_a_reopening() {
+        let dir = Scratch::new("send-log");
+        let path = dir.path("sent.sqlite");
+        {
+            let log = SqliteSendLog::open(&path).unwrap();
+            assert_eq!(log.sent("a", 1).unwrap(), 0);
+            log.mark_sent("a", 1, 1280).unwrap();
+            log.mark_sent("a", 1, 2560).unwrap();
+            log.mark_sent("a", 2, 7).unwrap();
+            log.mark_sent("b", 1, 3).unwrap();
+        }
+        let log = SqliteSendLog::open(&path).unwrap();
+        let read: Vec<u64> = [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+            .iter()
+            .map(|&(sweep, attempt)| log.sent(sweep, attempt).unwrap())
+            .collect();
+        assert_eq!(read, [2560, 7, 3, 0]);
+    }
+
+    /// A log under the old name is moved to the new one, unless a log is
+    /// already there (then the old one is left alone).
+    #[test]
+    fn a_log_under_the_old_name_is_taken_over_once() {
+        let dir = Scratch::new("send-log-rename");
+        let (old, new) = (dir.path("old.sqlite"), dir.path("new.sqlite"));
+        SqliteSendLog::open(&old).unwrap().mark_sent("a", 1, 5).unwrap();
+        let log = SqliteSendLog::open_renaming(&new, &old).unwrap();
+        assert_eq!(log.sent("a", 1).unwrap(), 5);
+        assert!(!old.exists(), "the old log was moved");
+        drop(log);
+
+        SqliteSendLog::open(&old).unwrap().mark_sent("a", 1, 9).unwrap();
+        let log = SqliteSendLog::open_renaming(&new, &old).unwrap();
+        assert_eq!(log.sent("a", 1).unwrap(), 5, "the new log is kept");
+        assert!(old.exists());
+    }
+
+    /// A full disk is named as one (the CLI says so in one sentence).
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_sqlite_errors() {
+        let error = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        let full = store_err(error(rusqlite::ffi::SQLITE_FULL));
+        let other = store_err(error(rusqlite::ffi::SQLITE_CORRUPT));
+        assert!(matches!(full, StoreError::Permanent { code, .. } if code == super::super::queue::DISK_FULL));
+        assert!(matches!(other, StoreError::Permanent { code, .. } if code == "SqliteError"));
+    }
+}

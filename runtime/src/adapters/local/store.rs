@@ -144,12 +144,12 @@ impl BlobStore for DirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::Scratch;
 
     #[tokio::test]
     async fn create_only_writes_never_overwrite() {
-        let dir = std::env::temp_dir().join(format!("tally-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = DirStore::open(&dir).unwrap();
+        let dir = Scratch::new("store");
+        let store = DirStore::open(dir.path("store")).unwrap();
         assert_eq!(
             store.put_if_absent("a/b.json", b"one".to_vec()).await.unwrap(),
             PutOutcome::Created
@@ -165,6 +165,5 @@ mod tests {
         assert_eq!(store.list("a/").await.unwrap(), vec!["a/a.json", "a/b.json"]);
         assert_eq!(store.list("").await.unwrap().len(), 3);
         assert!(store.get("../etc/passwd").await.is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

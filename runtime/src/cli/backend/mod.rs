@@ -270,7 +270,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_config_file_which_wins_over_defaults() {
-        let path = std::env::temp_dir().join(format!("tally-config-{}.toml", std::process::id()));
+        let dir = crate::scratch::Scratch::new("config");
+        let path = dir.path("tally.toml");
         std::fs::write(
             &path,
             "backend = \"aws\"\nbucket = \"from-file\"\nregion = \"eu-west-1\"\n",
@@ -287,7 +288,6 @@ mod tests {
         assert_eq!(s.region.as_deref(), Some("eu-west-1"));
         assert_eq!(s.queue_prefix, "tally");
         assert_eq!(s.visibility_s, 60);
-        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -255,15 +255,14 @@ mod tests {
     /// then deletes their messages: what `tally aggregate` does on SIGTERM.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_stores_the_open_segment_then_deletes_its_messages() {
-        let dir = std::env::temp_dir().join(format!("tally-unit-aggregate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::scratch::Scratch::new("aggregate");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let queues = SqliteQueues::open(std::path::Path::new(":memory:"), Arc::clone(&clock)).unwrap();
         let results = Arc::new(queues.queue("results", QueueConfig::default()));
         results.ensure().await.unwrap();
         results.send_batch(&[body(0), body(1), body(2)]).await.unwrap();
         let store = Arc::new(FlakyStore {
-            inner: DirStore::open(dir.join("store")).unwrap(),
+            inner: DirStore::open(dir.path("store")).unwrap(),
             failed: std::sync::atomic::AtomicBool::new(false),
         });
         let stats = Arc::new(AggregatorStats::default());
@@ -294,7 +293,7 @@ mod tests {
         let ended = tokio::time::timeout(Duration::from_secs(5), running).await;
         let segments = store.list(crate::core::segment::PREFIX).await.unwrap();
         let drained = results.is_drained().await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
         ended.expect("the aggregator did not stop within 5 s").unwrap().unwrap();
         assert_eq!(
             (stats.stored.load(Relaxed), segments.len()),

@@ -442,26 +442,19 @@ mod tests {
     struct Rig {
         worker: Arc<Worker>,
         results: Arc<SqliteQueue>,
-        dir: std::path::PathBuf,
-    }
-
-    impl Drop for Rig {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        _dir: crate::scratch::Scratch,
     }
 
     impl Rig {
         async fn new(name: &str, sleep_ms: u64, copies: usize, config: WorkerConfig) -> Rig {
-            let dir = std::env::temp_dir().join(format!("tally-unit-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = crate::scratch::Scratch::new(&format!("worker-{name}"));
             let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
             let queues = SqliteQueues::open(std::path::Path::new(":memory:"), Arc::clone(&clock)).unwrap();
             let (jobs, results) = (
                 Arc::new(queues.queue("jobs", QueueConfig::default())),
                 Arc::new(queues.queue("results", QueueConfig::default())),
             );
-            let store: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.join("store")).unwrap());
+            let store: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.path("store")).unwrap());
             let text =
                 format!("name = \"{name}\"\nruns = 1\n[experiment]\nbuiltin = \"synthetic\"\nsleep_ms = {sleep_ms}\n");
             let sweep: crate::sweep::Sweep = toml::from_str(&text).unwrap();
@@ -477,7 +470,7 @@ mod tests {
             results.ensure().await.unwrap();
             let job = JobMessage::new(&manifest.id, 0, 1).encode();
             jobs.send_batch(&vec![job; copies]).await.unwrap();
-            let (factory_clock, base) = (Arc::clone(&clock), dir.clone());
+            let (factory_clock, base) = (Arc::clone(&clock), dir.dir().to_owned());
             let factory = move |s: &crate::sweep::Sweep| {
                 crate::experiment::from_sweep(s, base.clone(), Arc::clone(&factory_clock))
             };
@@ -490,7 +483,11 @@ mod tests {
                 config,
                 stats: Arc::new(WorkerStats::default()),
             });
-            Rig { worker, results, dir }
+            Rig {
+                worker,
+                results,
+                _dir: dir,
+            }
         }
 
         /// Run `loops` worker loops until `want` results are delivered or
