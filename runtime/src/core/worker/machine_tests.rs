@@ -338,6 +338,19 @@ fn batch_of_messages() -> impl Strategy<Value = Vec<(u64, u32)>> {
     .prop_map(|m| m.into_iter().collect())
 }
 
+/// The planted naive protocol deletes every job at receipt, and only
+/// then: the acknowledgement of its results deletes nothing again.
+#[test]
+fn the_naive_worker_deletes_each_job_once_at_receipt() {
+    let (mut batch, actions) = Batch::received(limits(Policy::Naive), vec![incoming(0, 1), incoming(1, 1)]);
+    assert_eq!(actions[0], Action::Delete(handles(2)), "{actions:?}");
+    let actions = batch.finished(&result_of(&run_of(&actions)), 0);
+    let actions = batch.finished(&result_of(&run_of(&actions)), 0);
+    assert!(matches!(actions[..], [Action::Send(_)]), "{actions:?}");
+    assert_eq!(batch.acknowledged(), Vec::new(), "nothing is left to delete");
+    assert_eq!(batch.holding(), 0);
+}
+
 #[test]
 fn jobs_of_a_cancelled_sweep_are_deleted_unrun_and_the_others_run() {
     let [mut cancelled, mut outside] = [incoming(99, 1), incoming(100, 1)];
