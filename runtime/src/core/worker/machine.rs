@@ -324,11 +324,6 @@ impl Batch {
         self.running.as_ref().map(|h| h.handle.as_str())
     }
 
-    /// Messages held by this batch (queued, running, pending or being sent).
-    pub fn holding(&self) -> usize {
-        self.queued.len() + usize::from(self.running.is_some()) + self.pending.len() + self.sending.len()
-    }
-
     fn start_next(&mut self) -> Option<Action> {
         debug_assert!(self.running.is_none(), "one job runs at a time");
         let held = self.queued.pop()?;

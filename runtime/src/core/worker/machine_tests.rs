@@ -68,6 +68,17 @@ fn run_of(actions: &[Action]) -> Job {
     }
 }
 
+/// The handles `batch` holds, sorted, as its heartbeat names them.
+fn held(batch: &Batch) -> Vec<String> {
+    match batch.beat() {
+        Action::Extend { mut handles, .. } => {
+            handles.sort();
+            handles
+        }
+        other => panic!("a heartbeat extends, it does not {other:?}"),
+    }
+}
+
 fn handles(n: u64) -> Vec<String> {
     (0..n).map(|i| format!("h{i}")).collect()
 }
@@ -83,7 +94,7 @@ fn a_job_is_deleted_only_after_its_result_is_acknowledged() {
     let actions = batch.finished(&result_of(&second), 10);
     assert!(matches!(&actions[..], [Action::Send(bodies)] if bodies.len() == 2));
     assert_eq!(batch.acknowledged(), vec![Action::Delete(handles(2))]);
-    assert_eq!(batch.holding(), 0);
+    assert_eq!(held(&batch), Vec::<String>::new(), "the batch holds nothing");
 }
 
 #[test]
@@ -314,10 +325,16 @@ fn drive(policy: Policy, received: Vec<(u64, u32)>, events: Vec<Event>) {
         for action in &actions {
             fates.apply(action, &mut sent, &mut running);
         }
+        let mut holds: Vec<String> = all.iter().filter(|h| !fates.gone.contains_key(*h)).cloned().collect();
+        holds.sort();
+        assert_eq!(
+            held(&batch),
+            holds,
+            "the heartbeat extends every message held, only those"
+        );
     }
     // A batch left alone (no job running, nothing in flight) holds nothing.
     if running.is_none() && sent.is_empty() {
-        assert_eq!(batch.holding(), 0, "an idle batch still holds messages");
         for h in &all {
             assert!(
                 fates.gone.contains_key(h),
@@ -348,7 +365,7 @@ fn the_naive_worker_deletes_each_job_once_at_receipt() {
     let actions = batch.finished(&result_of(&run_of(&actions)), 0);
     assert!(matches!(actions[..], [Action::Send(_)]), "{actions:?}");
     assert_eq!(batch.acknowledged(), Vec::new(), "nothing is left to delete");
-    assert_eq!(batch.holding(), 0);
+    assert_eq!(held(&batch), Vec::<String>::new(), "the batch holds nothing");
 }
 
 #[test]
