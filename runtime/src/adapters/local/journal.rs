@@ -167,8 +167,15 @@ mod tests {
         journal.file.write_all_at(b"\0\0\0\0", offset(1) + 4).unwrap();
         let keys: Vec<String> = journal.entries().unwrap().into_iter().collect();
         assert_eq!(keys, ["s-0000000a/1"]);
-        assert!(journal.start(&"k".repeat(KEY_MAX)).is_ok());
+        let longest = "k".repeat(KEY_MAX);
+        std::mem::forget(journal.start(&longest).unwrap());
         assert!(journal.start(&"k".repeat(KEY_MAX + 1)).is_err());
         assert!(journal.start("").is_err());
+        let keys: Vec<String> = journal.entries().unwrap().into_iter().collect();
+        assert_eq!(keys, [longest.clone(), "s-0000000a/1".into()]);
+        // A length byte past the slot, as a torn write might leave it.
+        journal.file.write_all_at(&[255], offset(0)).unwrap();
+        let keys: Vec<String> = journal.entries().unwrap().into_iter().collect();
+        assert_eq!(keys, [longest]);
     }
 }
