@@ -166,4 +166,56 @@ mod tests {
         assert_eq!(store.list("").await.unwrap().len(), 3);
         assert!(store.get("../etc/passwd").await.is_err());
     }
+
+    /// A key is a relative path of plain names: nothing that could leave
+    /// the root, name a directory or clash with a write in progress.
+    #[tokio::test]
+    async fn keys_that_could_leave_the_root_or_clash_with_a_write_are_refused() {
+        let dir = Scratch::new("store-keys");
+        let store = DirStore::open(dir.path("store")).unwrap();
+        for bad in ["", "/abs", "a//b", "a/", "./a", "a/./b", "a/../b", "..", "a/.tmp-1-2"] {
+            let refused = store.put_if_absent(bad, b"x".to_vec()).await;
+            assert!(
+                matches!(&refused, Err(StoreError::Permanent { code, .. }) if code == "InvalidKey"),
+                "{bad:?}: {refused:?}"
+            );
+            assert!(store.get(bad).await.is_err(), "{bad:?}");
+        }
+        for good in ["a", ".a", "a.tmp-1", "x/.tmp/y", "sweeps/s-1/manifest.json"] {
+            assert_eq!(
+                store.put_if_absent(good, b"x".to_vec()).await.unwrap(),
+                PutOutcome::Created,
+                "{good:?}"
+            );
+            assert_eq!(store.get(good).await.unwrap().as_deref(), Some(&b"x"[..]), "{good:?}");
+        }
+    }
+
+    /// A write in progress is not listed, and a prefix naming a directory
+    /// that does not exist lists nothing.
+    #[tokio::test]
+    async fn listing_skips_writes_in_progress_and_missing_directories() {
+        let dir = Scratch::new("store-list");
+        let store = DirStore::open(dir.path("store")).unwrap();
+        store.put_if_absent("a/b.json", vec![]).await.unwrap();
+        std::fs::write(dir.path("store/a/.tmp-1-0"), b"half").unwrap();
+        assert_eq!(store.list("a/").await.unwrap(), ["a/b.json"]);
+        assert_eq!(store.list("a/b").await.unwrap(), ["a/b.json"]);
+        assert_eq!(store.list("a/c").await.unwrap(), Vec::<String>::new());
+        assert_eq!(store.list("z/y/").await.unwrap(), Vec::<String>::new());
+    }
+
+    /// A full disk or quota is named as one (the CLI says so in one
+    /// sentence); other errors by their kind.
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_errors() {
+        let code = |kind: std::io::ErrorKind| match io_err("cannot write", Path::new("x"), kind.into()) {
+            StoreError::Permanent { code, .. } => code,
+            other => panic!("{other:?}"),
+        };
+        let disk_full = super::super::queue::DISK_FULL;
+        assert_eq!(code(std::io::ErrorKind::StorageFull), disk_full);
+        assert_eq!(code(std::io::ErrorKind::QuotaExceeded), disk_full);
+        assert_eq!(code(std::io::ErrorKind::PermissionDenied), "PermissionDenied");
+    }
 }
