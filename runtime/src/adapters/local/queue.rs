@@ -696,6 +696,54 @@ mod tests {
         assert_eq!(bad[0].as_ref().unwrap_err().code, "ReceiptHandleIsInvalid");
     }
 
+    /// The byte limit is SQS's exactly: 1 MiB in all is sent, a byte more
+    /// is refused; and a queue's own batch size is what it reports.
+    #[tokio::test]
+    async fn a_batch_of_exactly_the_byte_limit_is_sent() {
+        let wide = QueueConfig {
+            batch_max: 50,
+            ..QueueConfig::default()
+        };
+        let (_clock, _db, q) = setup(wide).await;
+        assert_eq!((q.name(), q.batch_max()), ("q", 50));
+        let quarter = BATCH_BYTES_MAX / 4;
+        let mut exact = vec!["x".repeat(quarter); 4];
+        q.send_batch(&exact).await.unwrap();
+        exact[0].push('x');
+        assert!(matches!(
+            q.send_batch(&exact).await,
+            Err(QueueError::Permanent { code, .. }) if code == "BatchRequestTooLong"
+        ));
+        q.send_batch(&bodies(50)).await.unwrap();
+        assert_eq!(q.receive(100, 10, 0).await.unwrap().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_queue_that_is_not_there_says_so() {
+        let (_clock, db, _q) = setup(QueueConfig::default()).await;
+        assert_eq!(db.names().unwrap(), ["q"]);
+        db.delete_queue("q").unwrap();
+        assert!(db.names().unwrap().is_empty());
+        assert!(matches!(db.delete_queue("q"), Err(QueueError::Missing { .. })));
+    }
+
+    /// A busy database is worth retrying; a full disk is said at once.
+    #[test]
+    fn sqlite_errors_are_retryable_only_when_the_database_is_busy() {
+        let error = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        for busy in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_LOCKED] {
+            assert!(matches!(sql_err(error(busy)), QueueError::Retryable { .. }));
+        }
+        assert!(matches!(
+            sql_err(error(rusqlite::ffi::SQLITE_FULL)),
+            QueueError::Permanent { code, .. } if code == DISK_FULL
+        ));
+        assert!(matches!(
+            sql_err(error(rusqlite::ffi::SQLITE_CORRUPT)),
+            QueueError::Permanent { code, .. } if code == "SqliteError"
+        ));
+    }
+
     #[tokio::test]
     async fn orphans_of_a_dead_run_come_back_at_once_without_the_lost_receive() {
         let (_clock, db, q) = setup(QueueConfig::default()).await;
