@@ -545,6 +545,123 @@ depth = [2, 4, 8]
             .contains("{{ or }}"));
     }
 
+    const COMMAND: &str = r#"command = ["prog", "--lr={lr}", "--depth", "{depth}", "{{literal}}", "{run}"]"#;
+
+    /// Each rule of a sweep file, broken in turn: refused with the line
+    /// that breaks it and a sentence that says which rule.
+    #[test]
+    fn every_rule_is_checked_and_names_its_line() {
+        let long = "n".repeat(NAME_MAX + 1);
+        let cases: [(&str, &str, Option<usize>, &str); 15] = [
+            ("name = \"demo\"", "name = \"de mo\"", Some(2), "letters, digits"),
+            ("name = \"demo\"", &format!("name = \"{long}\""), Some(2), "1 to 64"),
+            ("runs = 2", "runs = 0", Some(3), "runs must be at least 1"),
+            (
+                "runs = 2",
+                "runs = 2\nmax_attempts = 0",
+                Some(4),
+                "max_attempts must be at least 1",
+            ),
+            (
+                "runs = 2",
+                "runs = 2\ntimeout_s = 0",
+                Some(4),
+                "timeout_s must be at least 1",
+            ),
+            (
+                "depth = [2, 4, 8]",
+                "index = [2]",
+                Some(10),
+                "other than index, run or sweep",
+            ),
+            ("depth = [2, 4, 8]", "\"1x\" = [2]", Some(10), "must be an identifier"),
+            ("depth = [2, 4, 8]", "a-b = [2]", Some(10), "must be an identifier"),
+            (
+                "[experiment]",
+                "[experiment]\nbuiltin = \"synthetic\"",
+                Some(5),
+                "exactly one of",
+            ),
+            (COMMAND, "builtin = \"other\"", Some(6), "unknown builtin"),
+            ("[\"prog\", ", "[\"\", ", Some(6), "must name a program"),
+            ("\"{run}\"", "\"{seed}\"", Some(6), "command uses {seed} but"),
+            ("\"{run}\"", "\"{x\"", Some(6), "unclosed"),
+            (
+                "[grid]",
+                "[[settings]]\nlr = 1.0\n[grid]",
+                Some(6),
+                "not every parameter setting defines \"depth\"",
+            ),
+            ("runs = 2", "runs = 1099511627776", None, "more than 1099511627776 jobs"),
+        ];
+        for (from, to, line, says) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let e = Sweep::parse("f.toml", &text).expect_err(to);
+            assert_eq!(e.line, line, "{to}: {e}");
+            assert!(e.to_string().contains(says), "{to}: {e}");
+        }
+        let name = "n".repeat(NAME_MAX);
+        assert!(Sweep::parse("f.toml", &GOOD.replace("\"demo\"", &format!("\"{name}\""))).is_ok());
+        assert!(Sweep::parse("f.toml", &GOOD.replace("depth =", "_d1 =").replace("{depth}", "{_d1}")).is_ok());
+    }
+
+    /// The limit on jobs is inclusive; a placeholder needs every setting to
+    /// define it, and a sweep without parameters has none to use.
+    #[test]
+    fn sizes_and_placeholders_of_sweeps_without_a_grid() {
+        let synthetic = |runs: u64| format!("name = \"n\"\nruns = {runs}\n[experiment]\nbuiltin = \"synthetic\"\n");
+        let most = Sweep::parse("f.toml", &synthetic(JOBS_MAX)).unwrap();
+        assert_eq!((most.len(), most.is_empty()), (Some(JOBS_MAX), false));
+        assert!(Sweep::parse("f.toml", &synthetic(JOBS_MAX + 1)).is_err());
+        let defaults = Sweep::parse("f.toml", "name = \"n\"\n[experiment]\nbuiltin = \"synthetic\"\n").unwrap();
+        assert_eq!((defaults.runs, defaults.timeout_s, defaults.max_attempts), (1, 3600, 3));
+
+        let listed = "name = \"n\"\nruns = 2\n[experiment]\ncommand = [\"p\", \"{x}\"]\n\
+                      [[settings]]\nx = 1\n[[settings]]\nx = 2\ny = true\n";
+        let s = Sweep::parse("f.toml", listed).unwrap();
+        assert_eq!(s.len(), Some(4));
+        assert_eq!(s.param_names(), ["x", "y"]);
+        assert_eq!(
+            s.params(3),
+            [("x".to_owned(), Value::Int(2)), ("y".to_owned(), Value::Bool(true))]
+        );
+        let bare = "name = \"n\"\n[experiment]\ncommand = [\"p\", \"{x}\"]\n";
+        let e = Sweep::parse("f.toml", bare).unwrap_err();
+        assert!(e.to_string().contains("not every parameter setting defines"), "{e}");
+        let unchecked: Sweep = toml::from_str("name = \"n\"\n[experiment]\nbuiltin = \"s\"\n[grid]\na = []\n").unwrap();
+        assert!(unchecked.is_empty());
+    }
+
+    #[test]
+    fn values_become_arguments_as_written() {
+        let args: Vec<String> = [
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::Float(2.0),
+            Value::Float(2.25),
+            Value::Float(-0.5),
+            Value::Float(1e15),
+            Value::Float(1e14),
+            Value::Str("a b".into()),
+        ]
+        .iter()
+        .map(Value::to_arg)
+        .collect();
+        assert_eq!(
+            args,
+            [
+                "true",
+                "-3",
+                "2.0",
+                "2.25",
+                "-0.5",
+                "1000000000000000",
+                "100000000000000.0",
+                "a b"
+            ]
+        );
+    }
+
     #[test]
     fn rendering_never_interprets_values() {
         let out = render("--x={x}", |_| Some("; rm -rf / #".into())).unwrap();
