@@ -113,6 +113,11 @@ mod tests {
         let ranges = by_request_bytes(&bodies);
         assert_eq!(ranges, vec![0..2, 2..4, 4..6, 6..8, 8..10]);
         assert!(by_request_bytes(&[]).is_empty());
+        // Exactly the limit is one request; a body over it goes alone.
+        let halves = vec!["x".repeat(REQUEST_BYTES_MAX / 2); 2];
+        assert_eq!(by_request_bytes(&halves), vec![0..2]);
+        let huge = vec!["x".repeat(REQUEST_BYTES_MAX + 1), "y".into()];
+        assert_eq!(by_request_bytes(&huge), vec![0..1, 1..2]);
     }
 
     #[test]
