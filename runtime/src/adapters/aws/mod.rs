@@ -241,5 +241,63 @@ mod tests {
         assert_eq!(classify_code("Whatever", Some(502)), Class::Retryable);
         assert_eq!(classify_code("AccessDenied", Some(403)), Class::Permanent);
         assert_eq!(classify_code("InvalidClientTokenId", Some(403)), Class::Permanent);
+        assert_eq!(
+            classify_code("PreconditionFailed", Some(400)),
+            Class::PreconditionFailed
+        );
+        assert_eq!(classify_code("NoSuchKey", Some(404)), Class::NotFound);
+        assert_eq!(classify_code("QueueDeletedRecently", Some(400)), Class::DeletedRecently);
+        assert_eq!(classify_code("InternalError", Some(200)), Class::Retryable);
+        for status in [409, 429, 500, 599] {
+            assert_eq!(classify_code("Other", Some(status)), Class::Retryable, "{status}");
+        }
+        for status in [None, Some(400), Some(404), Some(499)] {
+            assert_eq!(classify_code("Other", status), Class::Permanent, "{status:?}");
+        }
+    }
+
+    /// Only the planted bug misreads, and only a throttling code.
+    #[test]
+    fn the_planted_bug_takes_throttling_for_permanent() {
+        let failure = |code: &str| Failure {
+            class: Class::Retryable,
+            code: code.into(),
+            message: String::new(),
+        };
+        let bug = crate::core::Policy::ALL
+            .into_iter()
+            .find(|p| !p.retries_throttling())
+            .expect("a policy that misreads throttling");
+        assert!(is_throttling("SlowDown") && !is_throttling("Other"));
+        assert_eq!(misread(failure("SlowDown"), bug).class, Class::Permanent);
+        assert_eq!(misread(failure("Other"), bug).class, Class::Retryable);
+        assert_eq!(
+            misread(failure("SlowDown"), crate::core::Policy::Real).class,
+            Class::Retryable
+        );
+    }
+
+    /// An error's causes on one line, each said once.
+    #[test]
+    fn causes_are_joined_on_one_line_without_repeats() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let inner = Layer("connection refused", None);
+        let middle = Layer("io error: connection refused", Some(Box::new(inner)));
+        let outer = Layer("dispatch failure\nretrying", Some(Box::new(middle)));
+        assert_eq!(
+            causes(&outer),
+            "dispatch failure retrying: io error: connection refused"
+        );
     }
 }
