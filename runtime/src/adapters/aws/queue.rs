@@ -505,3 +505,51 @@ impl Queue for SqsQueue {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::DirStore;
+    use crate::scratch::Scratch;
+
+    /// A queue whose claim check holds bodies over ten bytes; no call to
+    /// SQS is made.
+    fn claiming(claims: Option<Arc<dyn BlobStore>>) -> SqsQueue {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .build();
+        let settings = SqsQueueConfig {
+            claim_bytes_min: 10,
+            ..SqsQueueConfig::default()
+        };
+        SqsQueue::new(Client::from_conf(config), "q", settings, claims)
+    }
+
+    /// Bodies over the size, or holding a character SQS refuses, travel as
+    /// a pointer and come back whole; a pointer whose blob is gone or
+    /// unreadable is passed on for the caller to quarantine.
+    #[tokio::test]
+    async fn large_or_unsendable_bodies_travel_by_claim_check() {
+        let dir = Scratch::new("claims");
+        let store: Arc<dyn BlobStore> = Arc::new(DirStore::open(dir.path("store")).unwrap());
+        let q = claiming(Some(Arc::clone(&store)));
+        let fits = "0123456789";
+        assert_eq!(q.check_in(fits).await.unwrap(), fits);
+        for body in ["0123456789a", "\u{FFFF}"] {
+            let pointer = q.check_in(body).await.unwrap();
+            assert!(pointer.starts_with(CLAIM_MARK), "{body:?} became {pointer:?}");
+            assert_eq!(q.check_out(pointer).await.unwrap(), body);
+        }
+        assert_eq!(q.check_out(fits.into()).await.unwrap(), fits);
+        let gone = format!("{CLAIM_MARK}claims/gone");
+        assert_eq!(q.check_out(gone.clone()).await.unwrap(), gone);
+        store.put_if_absent("claims/bad", vec![0xff, 0xfe]).await.unwrap();
+        let bad = format!("{CLAIM_MARK}claims/bad");
+        assert_eq!(q.check_out(bad.clone()).await.unwrap(), bad);
+
+        let unclaimed = claiming(None);
+        assert_eq!(unclaimed.check_in("0123456789a").await.unwrap(), "0123456789a");
+        assert_eq!(unclaimed.name(), "q");
+    }
+}
