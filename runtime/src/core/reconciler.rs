@@ -662,6 +662,52 @@ mod tests {
         assert_eq!((r.missing, r.missing_ranges), (keys / 2, first));
     }
 
+    /// A pass over a store: the sweep's rounds count the jobs they resent,
+    /// and the store's sweeps are listed by id.
+    #[tokio::test]
+    async fn a_pass_counts_the_jobs_each_round_resent() {
+        use crate::adapters::local::{DirStore, SystemClock};
+        use crate::core::manifest::{self, Manifest, Round};
+
+        let dir = crate::scratch::Scratch::new("reconcile-rounds");
+        let store = DirStore::open(dir.path("store")).unwrap();
+        let (clock, never) = (SystemClock::default(), crate::core::never());
+        let sweep: crate::sweep::Sweep =
+            toml::from_str("name = \"r\"\nruns = 10\n[experiment]\nbuiltin = \"synthetic\"\n").unwrap();
+        let manifest = Manifest {
+            id: sweep.id(),
+            submitted: 10,
+            sweep,
+        };
+        manifest::publish(&store, &clock, &never, &manifest).await.unwrap();
+        for round in [
+            Round {
+                attempt: 2,
+                ranges: vec![(3, 4), (7, 9)],
+            },
+            Round {
+                attempt: 3,
+                ranges: vec![(8, 8)],
+            },
+        ] {
+            let key = manifest::round_key(&manifest.id, round.attempt);
+            store
+                .put_if_absent(&key, serde_json::to_vec(&round).unwrap())
+                .await
+                .unwrap();
+        }
+        let mut pass = Reconciliation::new(&manifest.id);
+        assert_eq!(pass.sweep_id(), manifest.id);
+        let r = pass
+            .pass(&store, &clock, &never, Policy::Real, &mut NoSink)
+            .await
+            .unwrap();
+        assert_eq!((r.rounds, r.resubmitted, r.missing), (2, 6, 10), "{r:?}");
+        assert_eq!(sweep_ids(&store, &clock, &never).await.unwrap(), [manifest.id.clone()]);
+        let other = reconcile(&store, &clock, &never, Policy::Real, "none-00000000", &mut NoSink).await;
+        assert!(other.is_err(), "a sweep without a manifest cannot be reconciled");
+    }
+
     #[test]
     fn blind_conflicts_take_disagreeing_runs_for_a_done_duplicate() {
         let mut c = Classifier::new("s", 1).with_policy(Policy::BlindConflicts);
