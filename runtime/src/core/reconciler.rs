@@ -703,7 +703,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((r.rounds, r.resubmitted, r.missing), (2, 6, 10), "{r:?}");
-        assert_eq!(sweep_ids(&store, &clock, &never).await.unwrap(), [manifest.id.clone()]);
+        assert_eq!(sweep_ids(&store, &clock, &never).await.unwrap(), [manifest.id.as_str()]);
         let other = reconcile(&store, &clock, &never, Policy::Real, "none-00000000", &mut NoSink).await;
         assert!(other.is_err(), "a sweep without a manifest cannot be reconciled");
     }
