@@ -260,6 +260,8 @@ impl Fates {
         };
         match action {
             Action::Delete(handles) => {
+                // SQS refuses a batch of no entries.
+                assert!(!handles.is_empty(), "a delete of no messages");
                 for h in handles {
                     assert!(
                         self.acknowledged.contains_key(h),
@@ -268,7 +270,10 @@ impl Fates {
                 }
                 end(handles, "deleted");
             }
-            Action::Release(handles) => end(handles, "released"),
+            Action::Release(handles) => {
+                assert!(!handles.is_empty(), "a release of no messages");
+                end(handles, "released");
+            }
             Action::Quarantine { msg, .. } => end(std::slice::from_ref(&msg.handle), "quarantined"),
             Action::Extend { handles, .. } => {
                 for h in handles {
@@ -366,6 +371,14 @@ fn the_naive_worker_deletes_each_job_once_at_receipt() {
     assert!(matches!(actions[..], [Action::Send(_)]), "{actions:?}");
     assert_eq!(batch.acknowledged(), Vec::new(), "nothing is left to delete");
     assert_eq!(held(&batch), Vec::<String>::new(), "the batch holds nothing");
+}
+
+/// Stopped, the naive worker hands nothing back: it deleted every job at
+/// receipt, so there is nothing left to release.
+#[test]
+fn the_naive_worker_releases_nothing_when_stopped() {
+    let (mut batch, _) = Batch::received(limits(Policy::Naive), vec![incoming(0, 1), incoming(1, 1)]);
+    assert_eq!(batch.stopping(), Vec::new());
 }
 
 #[test]
