@@ -52,9 +52,8 @@ impl DirStore {
 
     fn put_sync(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
         let path = self.path(key)?;
-        if path.exists() {
-            return Ok(PutOutcome::AlreadyExists);
-        }
+        // No check that `path` exists first: the link below fails if it
+        // does, whoever wrote it and when, so it is the one check.
         let dir = path.parent().expect("a key has a parent");
         std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
         // Unique per process and call, so concurrent writers never share one.
@@ -203,6 +202,21 @@ mod tests {
         assert_eq!(store.list("a/b").await.unwrap(), ["a/b.json"]);
         assert_eq!(store.list("a/c").await.unwrap(), Vec::<String>::new());
         assert_eq!(store.list("z/y/").await.unwrap(), Vec::<String>::new());
+    }
+
+    /// A key the file system cannot hold (a name over 255 bytes) is an
+    /// error in every call, never taken for an absent key or an existing
+    /// one.
+    #[tokio::test]
+    async fn a_key_the_file_system_cannot_hold_is_an_error_not_absent() {
+        let dir = Scratch::new("store-long");
+        let store = DirStore::open(dir.path("store")).unwrap();
+        let long = format!("a/{}", "x".repeat(300));
+        assert!(store.put_if_absent(&long, b"x".to_vec()).await.is_err());
+        assert!(store.get(&long).await.is_err());
+        assert!(store.list(&format!("{long}/")).await.is_err());
+        let left = std::fs::read_dir(dir.path("store/a")).unwrap().count();
+        assert_eq!(left, 0, "the write in progress is removed");
     }
 
     /// A full disk or quota is named as one (the CLI says so in one
