@@ -53,12 +53,20 @@ pub struct Round {
 pub fn to_ranges(sorted: &[u64]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for &i in sorted {
-        match out.last_mut() {
-            Some((_, end)) if *end + 1 == i => *end = i,
-            _ => out.push((i, i)),
-        }
+        extend_ranges(&mut out, i, usize::MAX);
     }
     out
+}
+
+/// Add index `i`, met in increasing order, to inclusive `ranges`, keeping
+/// at most `max` ranges: the first ones, each whole (a cap on indices
+/// instead would cut the last range short).
+pub fn extend_ranges(ranges: &mut Vec<(u64, u64)>, i: u64, max: usize) {
+    if let Some((_, end)) = ranges.last_mut().filter(|(_, end)| *end + 1 == i) {
+        *end = i;
+    } else if ranges.len() < max {
+        ranges.push((i, i));
+    }
 }
 
 /// Write the manifest create-only. An existing manifest must be identical.

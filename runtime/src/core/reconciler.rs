@@ -301,7 +301,7 @@ impl Classifier {
                 }
                 (0, _) | (_, None) => {
                     r.missing += 1;
-                    extend_ranges(&mut r.missing_ranges, i);
+                    manifest::extend_ranges(&mut r.missing_ranges, i, LISTED_MAX);
                     KeyClass::Missing
                 }
                 _ if key.conflict => {
@@ -339,17 +339,6 @@ impl Classifier {
             r.missing_ranges.clear();
         }
         report
-    }
-}
-
-/// Add key `i`, met in increasing order, to inclusive `ranges`: the first
-/// [`LISTED_MAX`] ranges, each whole (a cap on keys instead would cut the
-/// last range short and name fewer keys than are missing).
-fn extend_ranges(ranges: &mut Vec<(u64, u64)>, i: u64) {
-    if let Some((_, end)) = ranges.last_mut().filter(|(_, end)| *end + 1 == i) {
-        *end = i;
-    } else if ranges.len() < LISTED_MAX {
-        ranges.push((i, i));
     }
 }
 
